@@ -1,0 +1,129 @@
+"""orchestra_nb: plan a goal into a task graph with an LLM, edit it, run it, cache every result.
+
+Names are re-exported lazily (PEP 562) so ``import orchestra_nb`` stays fast: networkx,
+openai, redis, graphviz and dask load only when the part that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._errors import (
+    ConfigError,
+    LeaseError,
+    LLMError,
+    OrchestraError,
+    PlanError,
+    RateLimitError,
+    ReplayMissError,
+    RunError,
+    StoreError,
+    StoreUnavailableError,
+    TaskFailedError,
+    UnsafeDataError,
+)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "Task": "._plan",
+    "TaskGraph": "._plan",
+    "CriticalPath": "._plan",
+    "Scheduler": "._scheduler",
+    "run": "._engine",
+    "resume": "._engine",
+    "rollback": "._engine",
+    "Run": "._engine",
+    "Orchestrator": "._engine",
+    "Event": "._events",
+    "task_function": "._actions",
+    "cache_key": "._cache",
+    "Image": "._values",
+    "Markdown": "._values",
+    "LLM": ".llm",
+    "Completion": ".llm",
+    "Usage": ".llm",
+    "OpenAILLM": ".llm",
+    "ReplayLLM": ".llm",
+    "RateLimit": ".llm",
+    "decompose": "._decompose",
+    "to_graphviz": "._render",
+    "ResultStore": ".store",
+    "open_store": ".store",
+    "DaskExecutor": "._dask",
+    "load_ipython_extension": ".jupyter",
+    "unload_ipython_extension": ".jupyter",
+}
+
+__all__ = [
+    "LLM",
+    "Completion",
+    "ConfigError",
+    "CriticalPath",
+    "DaskExecutor",
+    "Event",
+    "Image",
+    "LLMError",
+    "LeaseError",
+    "Markdown",
+    "OpenAILLM",
+    "OrchestraError",
+    "Orchestrator",
+    "PlanError",
+    "RateLimit",
+    "RateLimitError",
+    "ReplayLLM",
+    "ReplayMissError",
+    "ResultStore",
+    "Run",
+    "RunError",
+    "Scheduler",
+    "StoreError",
+    "StoreUnavailableError",
+    "Task",
+    "TaskFailedError",
+    "TaskGraph",
+    "UnsafeDataError",
+    "Usage",
+    "cache_key",
+    "decompose",
+    "load_ipython_extension",
+    "open_store",
+    "resume",
+    "rollback",
+    "run",
+    "task_function",
+    "to_graphviz",
+    "unload_ipython_extension",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'orchestra_nb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from ._actions import task_function
+    from ._cache import cache_key
+    from ._dask import DaskExecutor
+    from ._decompose import decompose
+    from ._engine import Orchestrator, Run, resume, rollback, run
+    from ._events import Event
+    from ._plan import CriticalPath, Task, TaskGraph
+    from ._render import to_graphviz
+    from ._scheduler import Scheduler
+    from ._values import Image, Markdown
+    from .jupyter import load_ipython_extension, unload_ipython_extension
+    from .llm import LLM, Completion, OpenAILLM, RateLimit, ReplayLLM, Usage
+    from .store import ResultStore, open_store

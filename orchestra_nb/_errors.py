@@ -1,0 +1,72 @@
+"""The exceptions a user can meet, one per thing that can go wrong.
+
+Every message is one line that names what is wrong (the offending task ids, the
+store URL without its password, the environment variable to set) so that IPython
+can show it as a ``UsageError``-style line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class OrchestraError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class PlanError(OrchestraError, ValueError):
+    """A plan that cannot be used: malformed, cyclic, empty, or an edit that would break it.
+
+    ``ids`` names the offending task ids (possibly empty); ``answer`` carries the
+    LLM's last raw answer when the plan came from a model.
+    """
+
+    def __init__(self, message: str, *, ids: Iterable[str] = (), answer: str | None = None):
+        super().__init__(message)
+        self.ids: tuple[str, ...] = tuple(ids)
+        self.answer = answer
+
+
+class ConfigError(OrchestraError):
+    """Missing or contradictory configuration (no API key, a bad store URL, ...)."""
+
+
+class LLMError(OrchestraError):
+    """The LLM server failed in a way retries did not fix."""
+
+
+class RateLimitError(LLMError):
+    """The LLM server kept answering 429 after every retry."""
+
+
+class ReplayMissError(LLMError, LookupError):
+    """The offline replay client has no recording for a prompt."""
+
+
+class StoreError(OrchestraError):
+    """A result store failed."""
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """The result store cannot be reached (Redis down, SQLite file not writable)."""
+
+
+class UnsafeDataError(StoreError):
+    """Stored data that would need unpickling without a valid signature."""
+
+
+class RunError(OrchestraError):
+    """A run could not start or continue (unknown run id, bad mode, ...)."""
+
+
+class LeaseError(RunError):
+    """Another process holds the lease on this run."""
+
+
+class TaskFailedError(OrchestraError):
+    """Raised by ``Run.result(id)`` (and strict waits) for a task that failed."""
+
+    def __init__(self, task_id: str, error: str):
+        super().__init__(f"task {task_id!r} failed: {error}")
+        self.task_id = task_id
+        self.error = error
