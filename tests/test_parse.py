@@ -112,7 +112,9 @@ def test_mapping_of_id_to_task():
 
 
 def test_integer_ids_and_integer_dependencies():
-    g = TaskGraph.from_plan([{"id": 1}, {"id": 2, "dependencies": [1]}, {"id": 3, "dependencies": 2}])
+    g = TaskGraph.from_plan(
+        [{"id": 1}, {"id": 2, "dependencies": [1]}, {"id": 3, "dependencies": 2}]
+    )
     assert deps(g) == {"1": (), "2": ("1",), "3": ("2",)}
 
 

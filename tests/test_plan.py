@@ -242,6 +242,7 @@ def test_critical_path_is_at_least_every_path(g):
     assert path.length == pytest.approx(sum(weight[t] for t in path.ids))
     for a, b in zip(path.ids, path.ids[1:], strict=False):
         assert a in g.tasks[b].dependencies
+
     # enumerate every root-to-sink path (graphs are small)
     def paths(tid):
         children = g.dependents(tid)

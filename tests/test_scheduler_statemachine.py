@@ -19,8 +19,10 @@ from orchestra_nb._scheduler import STATES, Scheduler
 def dags(draw, max_tasks: int = 14):
     n = draw(st.integers(1, max_tasks))
     ids = [f"t{i}" for i in range(n)]
-    deps = {tid: draw(st.lists(st.sampled_from(ids[:i]), unique=True)) if i else []
-            for i, tid in enumerate(ids)}  # fmt: skip
+    deps = {
+        tid: draw(st.lists(st.sampled_from(ids[:i]), unique=True)) if i else []
+        for i, tid in enumerate(ids)
+    }
     return deps
 
 
