@@ -1,0 +1,53 @@
+"""LLM clients behind one small protocol: OpenAI-compatible servers, offline replay, scripts.
+
+Importing this package does not import ``openai``; the client loads it when it
+first talks to a server.
+"""
+
+from __future__ import annotations
+
+from ._base import LLM, Completion, Message, Usage, normalize_messages
+from ._limits import RateLimit
+from ._openai import OpenAILLM
+from ._replay import ReplayLLM
+from ._scripted import ScriptedLLM
+
+__all__ = [
+    "LLM",
+    "Completion",
+    "Message",
+    "OpenAILLM",
+    "RateLimit",
+    "ReplayLLM",
+    "ScriptedLLM",
+    "Usage",
+    "llm_from_spec",
+    "normalize_messages",
+]
+
+
+def llm_from_spec(spec: LLM | str | None = None, *, model: str | None = None) -> LLM:
+    """An LLM from a short spec string (used by the CLI, the magics and ``run(llm=...)``).
+
+    ``None`` or ``"openai"``: OpenAILLM from the environment; ``"openai:MODEL"``;
+    ``"ollama:MODEL"`` (a local Ollama on port 11434); ``"replay:PATH"`` (offline
+    recordings); ``"record:PATH"`` (answer from PATH, ask the configured model for
+    prompts it lacks and add them). An LLM object is returned unchanged.
+    """
+    from .._errors import ConfigError
+
+    if spec is not None and not isinstance(spec, str):
+        return spec
+    text = (spec or "openai").strip()
+    kind, _, arg = text.partition(":")
+    kind = kind.lower()
+    if kind == "openai":
+        return OpenAILLM(model=arg or model)
+    if kind == "ollama":
+        return OpenAILLM(model=arg or model or "llama3.1", base_url="http://localhost:11434/v1")
+    if kind in ("replay", "record") and arg:
+        recorder = OpenAILLM(model=model) if kind == "record" else None
+        return ReplayLLM(arg, record=recorder, model=model)
+    raise ConfigError(
+        f"unknown LLM spec {text!r}: use openai[:MODEL], ollama:MODEL, replay:PATH or record:PATH"
+    )

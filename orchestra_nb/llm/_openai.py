@@ -1,0 +1,309 @@
+"""The client for OpenAI and every OpenAI-compatible server (Azure, Ollama, vLLM, LM Studio).
+
+Built on ``openai.AsyncOpenAI`` with the library's own retries switched off:
+we retry 429s, 5xx, timeouts and dropped connections ourselves so that every
+retry is visible (counted, fed to the adaptive ``RateLimit``) and so that a
+``Retry-After`` header is waited out exactly. The API key is held privately and
+scrubbed from anything we raise; reprs show the model and host only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from .._errors import ConfigError, LLMError, RateLimitError
+from ._base import Completion, Message, Usage, UsageCounter, normalize_messages, parse_json
+from ._limits import RateLimit
+
+DEFAULT_MODEL = "gpt-4o-mini"
+_RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+_JSON_ONLY = "\n\nAnswer with JSON only, no prose and no code fences."
+
+
+def _missing_config() -> ConfigError:
+    return ConfigError(
+        "no LLM is configured: set OPENAI_API_KEY (OpenAI), OPENAI_BASE_URL (a local "
+        "OpenAI-compatible server such as Ollama or vLLM), or use the offline replay "
+        "client (llm='replay:PATH')"
+    )
+
+
+class OpenAILLM(UsageCounter):
+    """An LLM behind the OpenAI chat-completions protocol.
+
+    Arguments win over the environment (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
+    ``ORCHESTRA_MODEL``; for Azure ``AZURE_OPENAI_ENDPOINT``,
+    ``AZURE_OPENAI_API_KEY``, ``OPENAI_API_VERSION``). With nothing configured the
+    constructor raises ``ConfigError`` naming what to set.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        structured_output: bool | None = None,
+        rate_limit: RateLimit | None = None,
+        azure_endpoint: str | None = None,
+        api_version: str | None = None,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ
+        self._azure_endpoint = azure_endpoint or env.get("AZURE_OPENAI_ENDPOINT") or None
+        if self._azure_endpoint:
+            key = api_key or env.get("AZURE_OPENAI_API_KEY") or env.get("OPENAI_API_KEY")
+            self._api_version = api_version or env.get("OPENAI_API_VERSION") or "2024-10-21"
+            self.base_url: str | None = self._azure_endpoint
+        else:
+            key = api_key or env.get("OPENAI_API_KEY") or None
+            self.base_url = base_url or env.get("OPENAI_BASE_URL") or None
+            self._api_version = None
+        if not key and not self.base_url:
+            raise _missing_config()
+        self.__key = key or "not-needed"  # local servers ignore the key but the client wants one
+        self.model = model or env.get("ORCHESTRA_MODEL") or DEFAULT_MODEL
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.structured_output = structured_output
+        self.rate_limit = rate_limit
+        self._headers = dict(default_headers or {})
+        self._clients: dict[int, Any] = {}
+        self._reset_counters()
+
+    # --- display ----------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        if not self.base_url:
+            return "api.openai.com"
+        parts = urlsplit(self.base_url)
+        return parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else "?"
+
+    def __repr__(self) -> str:
+        return f"OpenAILLM(model={self.model!r}, host={self.host!r})"
+
+    def cache_identity(self) -> dict[str, Any]:
+        return {"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens}
+
+    # --- the client, one per event loop ------------------------------------------------
+
+    def _client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(id(loop))
+        if client is None:
+            import openai
+
+            common = {
+                "api_key": self.__key,
+                "timeout": self.timeout,
+                "max_retries": 0,
+                "default_headers": self._headers or None,
+            }
+            if self._azure_endpoint:
+                client = openai.AsyncAzureOpenAI(
+                    azure_endpoint=self._azure_endpoint, api_version=self._api_version, **common
+                )
+            else:
+                client = openai.AsyncOpenAI(base_url=self.base_url, **common)
+            self._clients = {id(loop): client}  # clients of finished loops are dropped
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            with contextlib.suppress(RuntimeError):  # bound to a loop that is gone
+                await client.close()
+
+    async def __aenter__(self) -> OpenAILLM:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- calls ------------------------------------------------------------------------
+
+    async def complete(
+        self,
+        messages: Sequence[Message] | str,
+        *,
+        schema: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> Completion:
+        msgs = normalize_messages(messages)
+        request: dict[str, Any] = {"model": self.model, "messages": msgs}
+        for name in ("temperature", "max_tokens"):
+            value = params.pop(name, getattr(self, name))
+            if value is not None:
+                request[name] = value
+        request.update(params)
+        if schema is not None and self.structured_output is not False:
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": dict(schema), "strict": False},
+            }
+        elif schema is not None:
+            request["messages"] = _ask_for_json(msgs)
+        try:
+            response = await self._send(request)
+        except _SchemaRefused:
+            self.structured_output = False
+            request.pop("response_format", None)
+            request["messages"] = _ask_for_json(msgs)
+            response = await self._send(request)
+        if schema is not None and "response_format" in request:
+            self.structured_output = True
+        return self._completion(response, parse=schema is not None)
+
+    def _completion(self, response: Any, *, parse: bool) -> Completion:
+        choice = response.choices[0] if response.choices else None
+        text = (choice.message.content if choice is not None else None) or ""
+        raw = getattr(response, "usage", None)
+        usage = Usage(
+            int(getattr(raw, "prompt_tokens", 0) or 0),
+            int(getattr(raw, "completion_tokens", 0) or 0),
+        )
+        self._count(usage)
+        return Completion(
+            text=text,
+            usage=usage,
+            model=getattr(response, "model", "") or self.model,
+            data=parse_json(text) if parse else None,
+        )
+
+    async def _send(self, request: dict[str, Any]) -> Any:
+        import openai
+
+        attempt = 0
+        tokens = sum(len(m["content"]) for m in request["messages"]) // 4
+        while True:
+            limit = self.rate_limit
+            if limit is not None:
+                await limit.acquire(tokens)
+            # errors are raised after the except blocks so that no exception carrying the
+            # server's text (which may echo the key) stays attached as __context__
+            failure: Exception | None = None
+            wait: float | None = None
+            try:
+                response = await self._client().chat.completions.create(**request)
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                wait = _retry_after(exc.response)
+                if status == 429:
+                    self.rate_limited += 1
+                    if limit is not None:
+                        limit.on_rate_limited()
+                if status in (400, 422) and "response_format" in request and _mentions_schema(exc):
+                    failure = _SchemaRefused()
+                elif status not in _RETRY_STATUS or attempt >= self.max_retries:
+                    failure = self._status_error(exc, attempt + 1)
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                if attempt >= self.max_retries:
+                    what = "timed out" if isinstance(exc, openai.APITimeoutError) else "failed"
+                    failure = LLMError(
+                        f"the LLM server at {self.host} {what} after {attempt + 1} attempt(s)"
+                    )
+            else:
+                if limit is not None:
+                    limit.on_success()
+                return response
+            finally:
+                if limit is not None:
+                    limit.release()
+            if failure is not None:
+                raise failure
+            delay = self._delay(attempt, wait)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(self.max_backoff, max(0.0, retry_after))
+        return random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))  # full jitter
+
+    def _status_error(self, exc: Any, attempts: int) -> Exception:
+        status = exc.status_code
+        detail = self._scrub(_error_message(exc))
+        where = f"the LLM server at {self.host}"
+        if status in (401, 403):
+            return ConfigError(f"{where} rejected the API key ({status}): {detail}")
+        if status == 404:
+            return ConfigError(f"{where} does not know model {self.model!r} (404): {detail}")
+        if status == 429:
+            return RateLimitError(f"{where} kept rate limiting (429) after {attempts} attempt(s)")
+        return LLMError(f"{where} answered {status} after {attempts} attempt(s): {detail}")
+
+    def _scrub(self, text: str) -> str:
+        key = self.__key
+        if key and key != "not-needed":
+            text = text.replace(key, "***")
+        return " ".join(text.split())[:300]
+
+
+class _SchemaRefused(Exception):
+    """The server does not support json_schema response formats."""
+
+
+def _ask_for_json(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    out = [dict(m) for m in messages]
+    for message in reversed(out):
+        if message["role"] == "user":
+            message["content"] += _JSON_ONLY
+            break
+    return out
+
+
+def _mentions_schema(exc: Any) -> bool:
+    text = _error_message(exc).lower()
+    return any(word in text for word in ("response_format", "json_schema", "structured"))
+
+
+def _error_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, Mapping):
+        error = body.get("error", body)
+        if isinstance(error, Mapping) and error.get("message"):
+            return str(error["message"])
+        if isinstance(body.get("message"), str):
+            return body["message"]
+    return str(getattr(exc, "message", "") or exc)
+
+
+def _retry_after(response: Any) -> float | None:
+    headers = getattr(response, "headers", None) or {}
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, parsed.timestamp() - time.time())

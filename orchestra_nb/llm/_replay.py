@@ -1,0 +1,156 @@
+"""Offline answers: replay a recording file, or record one from a real model.
+
+A recording maps a *normalized prompt* (roles kept, whitespace runs collapsed,
+plus whether JSON was asked for) to the answer the model gave, byte for byte.
+Replay never makes anything up: a prompt with no recording is a
+``ReplayMissError`` naming the prompt and how to record it. Record mode wraps a
+real client, answers from the file when it can and asks the model otherwise,
+writing each new answer to the file at once (atomically).
+
+The file is plain JSON meant to be read and edited by people: an entry needs
+only ``messages`` and ``response``; its ``key`` is filled in when missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._errors import ReplayMissError
+from ._base import LLM, Completion, Message, Usage, UsageCounter, normalize_messages, parse_json
+
+FORMAT = "orchestra-nb-replay/1"
+
+
+def _normalize(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+class ReplayLLM(UsageCounter):
+    """Answers from a recording file; with ``record=`` fills the file from another LLM."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, record: LLM | None = None, model: str | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.record = record
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._file_model: str | None = None
+        self._lock: asyncio.Lock | None = None
+        self._load()
+        self.model = model or self._file_model or getattr(record, "model", None) or "replay"
+        self._reset_counters()
+
+    def __repr__(self) -> str:
+        mode = "record" if self.record is not None else "replay"
+        return f"ReplayLLM({str(self.path)!r}, {mode}, {len(self._entries)} answers)"
+
+    def cache_identity(self) -> dict[str, Any]:
+        # The model name only: replayed answers are the model's answers, so results cached
+        # from a recording and from the live model of the same name are interchangeable.
+        return {"model": self.model}
+
+    @staticmethod
+    def key_for(messages: Sequence[Message] | str, schema: Mapping[str, Any] | None = None) -> str:
+        normal = [[m["role"], _normalize(m["content"])] for m in normalize_messages(messages)]
+        text = json.dumps([normal, schema is not None], ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            if self.record is None:
+                raise ReplayMissError(
+                    f"no recording file at {self.path}: record one with llm='record:{self.path}'"
+                )
+            return
+        with self.path.open(encoding="utf-8") as fh:
+            data = json.load(fh)
+        self._file_model = data.get("model")
+        for entry in data.get("entries", []):
+            key = entry.get("key") or self.key_for(
+                entry["messages"], {} if entry.get("schema") else None
+            )
+            self._entries[key] = entry
+
+    async def complete(
+        self,
+        messages: Sequence[Message] | str,
+        *,
+        schema: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> Completion:
+        key = self.key_for(messages, schema)
+        entry = self._entries.get(key)
+        if entry is None:
+            if self.record is None:
+                prompt = _preview(messages)
+                raise ReplayMissError(
+                    f"no recorded answer for the prompt {prompt!r} in {self.path}; "
+                    f"record it with llm='record:{self.path}' and a configured model"
+                )
+            entry = await self._record(key, messages, schema, params)
+        usage = Usage(
+            **{
+                k: int(v)
+                for k, v in (entry.get("usage") or {}).items()
+                if k in ("prompt_tokens", "completion_tokens")
+            }
+        )
+        text = entry["response"]
+        self._count(usage)
+        return Completion(
+            text=text,
+            usage=usage,
+            model=entry.get("model") or self.model,
+            data=parse_json(text) if schema is not None else None,
+        )
+
+    async def _record(
+        self, key: str, messages: Sequence[Message] | str, schema: Any, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        assert self.record is not None
+        completion = await self.record.complete(messages, schema=schema, **params)
+        entry = {
+            "key": key,
+            "messages": normalize_messages(messages),
+            "schema": schema is not None,
+            "response": completion.text,
+            "usage": {
+                "prompt_tokens": completion.usage.prompt_tokens,
+                "completion_tokens": completion.usage.completion_tokens,
+            },
+            "model": completion.model or getattr(self.record, "model", None),
+        }
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            self._entries[key] = entry
+            self._write()
+        return entry
+
+    def _write(self) -> None:
+        data = {
+            "format": FORMAT,
+            "model": self._file_model or getattr(self.record, "model", None) or self.model,
+            "entries": sorted(self._entries.values(), key=lambda e: e["key"]),
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, self.path)
+
+
+def _preview(messages: Sequence[Message] | str, limit: int = 80) -> str:
+    msgs = normalize_messages(messages)
+    users = [m["content"] for m in msgs if m["role"] == "user"] or [msgs[-1]["content"]]
+    text = _normalize(users[-1])
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,203 @@
+"""A real OpenAI-protocol HTTP server on loopback, for tests and benchmarks.
+
+Serves ``POST /v1/chat/completions`` and ``GET /v1/models`` from a standard
+library ``ThreadingHTTPServer`` in a daemon thread. Answers come from a queue of
+scripted replies, then from a responder function; latency, status codes,
+``Retry-After`` headers and a server that refuses ``json_schema`` are all
+configurable, so the real ``openai`` client can be tested end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    content: str | None = None
+    body: dict[str, Any] | str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    usage: dict[str, int] | None = None
+
+
+def default_responder(request: dict[str, Any]) -> Reply:
+    last = next((m for m in reversed(request["messages"]) if m["role"] == "user"), None)
+    first_line = (last or {"content": ""})["content"].strip().splitlines()[:1]
+    return Reply(content="Answer: " + (first_line[0] if first_line else ""))
+
+
+def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+
+
+class LLMServer:
+    def __init__(
+        self,
+        responder: Callable[[dict[str, Any]], Reply | str] | None = None,
+        *,
+        latency: float = 0.0,
+        reject_json_schema: bool = False,
+        echo_auth_in_errors: bool = False,
+    ) -> None:
+        self.responder = responder or default_responder
+        self.latency = latency
+        self.reject_json_schema = reject_json_schema
+        self.echo_auth_in_errors = echo_auth_in_errors
+        self.requests: list[dict[str, Any]] = []
+        self.concurrency_peak = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._script: deque[Reply | str] = deque()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "server not started"
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def script(self, *replies: Reply | str) -> None:
+        with self._lock:
+            self._script.extend(replies)
+
+    def start(self) -> LLMServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(
+                        200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]}
+                    )
+                else:
+                    self._send(404, error_body("not found"))
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    request = json.loads(raw)
+                except ValueError:
+                    self._send(400, error_body("invalid JSON body"))
+                    return
+                request["_headers"] = {k.lower(): v for k, v in self.headers.items()}
+                with server._lock:
+                    server.requests.append(request)
+                    server._in_flight += 1
+                    server.concurrency_peak = max(server.concurrency_peak, server._in_flight)
+                try:
+                    self._answer(request)
+                finally:
+                    with server._lock:
+                        server._in_flight -= 1
+
+            def _answer(self, request: dict[str, Any]) -> None:
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._send(404, error_body(f"unknown path {self.path}"))
+                    return
+                if server.reject_json_schema and "response_format" in request:
+                    time.sleep(server.latency)
+                    self._send(
+                        400,
+                        error_body(
+                            "response_format json_schema is not supported", param="response_format"
+                        ),
+                    )
+                    return
+                with server._lock:
+                    scripted = server._script.popleft() if server._script else None
+                reply = scripted if scripted is not None else server.responder(request)
+                if isinstance(reply, str):
+                    reply = Reply(content=reply)
+                time.sleep(server.latency + reply.delay)
+                if reply.status != 200:
+                    body = (
+                        reply.body
+                        if reply.body is not None
+                        else error_body(f"error {reply.status}", "server_error")
+                    )
+                    if server.echo_auth_in_errors:
+                        body = error_body(
+                            "Incorrect API key provided: "
+                            + request["_headers"].get("authorization", ""),
+                            "invalid_api_key",
+                        )
+                    self._send(reply.status, body, reply.headers)
+                    return
+                content = reply.content or ""
+                prompt = sum(len(m.get("content") or "") for m in request["messages"]) // 4
+                usage = reply.usage or {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": max(1, len(content) // 4),
+                }
+                usage.setdefault(
+                    "total_tokens", usage["prompt_tokens"] + usage["completion_tokens"]
+                )
+                body = {
+                    "id": f"chatcmpl-{len(server.requests)}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": request.get("model", "test-model"),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": content},
+                        }
+                    ],
+                    "usage": usage,
+                }
+                self._send(200, body, reply.headers)
+
+            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    for key, value in (headers or {}).items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> LLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@pytest.fixture
+def llm_server() -> Iterator[LLMServer]:
+    with LLMServer() as server:
+        yield server

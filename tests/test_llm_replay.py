@@ -1,0 +1,111 @@
+"""Offline replay: byte-for-byte answers, record mode, and misses that say so."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestra_nb import ConfigError, OpenAILLM, ReplayLLM, ReplayMissError
+from orchestra_nb.llm import ScriptedLLM, llm_from_spec
+
+ANSWER = '```json\n{"subtasks": [{"id": "a",}]}\n```\n  trailing spaces  \nünïcødé ✓\n'
+MESSAGES = [
+    {"role": "system", "content": "You plan work."},
+    {"role": "user", "content": "Write a report\non batteries"},
+]
+
+
+async def test_record_then_replay_byte_for_byte(tmp_path):
+    path = tmp_path / "rec.json"
+    scripted = ScriptedLLM([ANSWER], model="gpt-test")
+    recorder = ReplayLLM(path, record=scripted)
+    first = await recorder.complete(MESSAGES, schema={"type": "object"})
+    assert first.text == ANSWER
+    assert scripted.calls == 1
+    again = await recorder.complete(MESSAGES, schema={"type": "object"})  # from the file now
+    assert again.text == ANSWER and scripted.calls == 1
+
+    replay = ReplayLLM(path)
+    got = await replay.complete(MESSAGES, schema={"type": "object"})
+    assert got.text == ANSWER
+    assert got.data == {"subtasks": [{"id": "a"}]}
+    assert got.usage == first.usage
+    assert replay.model == "gpt-test"
+    assert replay.calls == 1
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["format"] == "orchestra-nb-replay/1"
+    assert data["entries"][0]["response"] == ANSWER
+
+
+async def test_whitespace_differences_still_hit(tmp_path):
+    path = tmp_path / "rec.json"
+    await ReplayLLM(path, record=ScriptedLLM(["ok"])).complete(MESSAGES)
+    spaced = [
+        {"role": "system", "content": "  You   plan work.\n"},
+        {"role": "user", "content": "Write a report on\tbatteries"},
+    ]
+    assert (await ReplayLLM(path).complete(spaced)).text == "ok"
+
+
+async def test_schema_and_plain_requests_are_different_recordings(tmp_path):
+    path = tmp_path / "rec.json"
+    await ReplayLLM(path, record=ScriptedLLM(["plain"])).complete(MESSAGES)
+    with pytest.raises(ReplayMissError):
+        await ReplayLLM(path).complete(MESSAGES, schema={"type": "object"})
+
+
+async def test_missing_recording_names_the_prompt(tmp_path):
+    path = tmp_path / "rec.json"
+    await ReplayLLM(path, record=ScriptedLLM(["x"])).complete("known prompt")
+    with pytest.raises(ReplayMissError) as info:
+        await ReplayLLM(path).complete([{"role": "user", "content": "An unknown   question?"}])
+    message = str(info.value)
+    assert "'An unknown question?'" in message
+    assert str(path) in message and "record" in message
+    assert "\n" not in message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ReplayMissError, match="no recording file at"):
+        ReplayLLM(tmp_path / "nope.json")
+
+
+async def test_hand_written_entries_need_no_key(tmp_path):
+    path = tmp_path / "hand.json"
+    path.write_text(json.dumps({"entries": [
+        {"messages": [{"role": "user", "content": "2 + 2?"}], "response": "4"},
+        {"messages": [{"role": "user", "content": "plan"}], "schema": True, "response": "{}"},
+    ]}))  # fmt: skip
+    replay = ReplayLLM(path)
+    assert (await replay.complete("2 + 2?")).text == "4"
+    assert (await replay.complete("plan", schema={"type": "object"})).text == "{}"
+    assert replay.model == "replay"
+
+
+async def test_concurrent_recording_keeps_every_answer(tmp_path):
+    import asyncio
+
+    path = tmp_path / "rec.json"
+    recorder = ReplayLLM(path, record=ScriptedLLM(lambda m: m[-1]["content"].upper()))
+    await asyncio.gather(*(recorder.complete(f"q{i}") for i in range(20)))
+    replay = ReplayLLM(path)
+    for i in range(20):
+        assert (await replay.complete(f"q{i}")).text == f"Q{i}"
+
+
+def test_specs(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    path.write_text('{"entries": []}')
+    assert isinstance(llm_from_spec(f"replay:{path}"), ReplayLLM)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    assert isinstance(llm_from_spec("openai:gpt-x"), OpenAILLM)
+    assert llm_from_spec("openai:gpt-x").model == "gpt-x"
+    assert llm_from_spec("ollama:llama3").base_url == "http://localhost:11434/v1"
+    recording = llm_from_spec(f"record:{tmp_path}/new.json")
+    assert isinstance(recording.record, OpenAILLM)
+    scripted = ScriptedLLM(["a"])
+    assert llm_from_spec(scripted) is scripted
+    with pytest.raises(ConfigError, match="unknown LLM spec 'claude:x'"):
+        llm_from_spec("claude:x")
