@@ -1,0 +1,184 @@
+"""Drawing plans: a pure graphviz builder, SVG through ``dot``, and plain text.
+
+``to_graphviz`` only *builds* a ``graphviz.Digraph`` (no files, no processes).
+Status changes colour; they never change a node's shape, label or size, so the
+layout ``dot`` computes is the same for every status map — the widget lays a
+graph out once and recolours it by CSS class, using the ``node-<id>`` and
+``edge-<dep>-<id>`` element ids written into the SVG. Everything user-written
+is escaped: names, descriptions and ids render literally and cannot inject DOT
+or markup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ConfigError
+
+if TYPE_CHECKING:
+    import graphviz
+
+    from ._plan import TaskGraph
+
+STATUS_STYLE: Mapping[str, Mapping[str, str]] = {
+    "pending": {"fillcolor": "#f4f4f5", "color": "#a1a1aa", "fontcolor": "#3f3f46"},
+    "ready": {"fillcolor": "#e0f2fe", "color": "#0ea5e9", "fontcolor": "#0c4a6e"},
+    "running": {"fillcolor": "#fef3c7", "color": "#d97706", "fontcolor": "#78350f"},
+    "waiting": {"fillcolor": "#ffedd5", "color": "#ea580c", "fontcolor": "#7c2d12"},
+    "done": {"fillcolor": "#dcfce7", "color": "#16a34a", "fontcolor": "#14532d"},
+    "cached": {"fillcolor": "#ccfbf1", "color": "#0d9488", "fontcolor": "#134e4a"},
+    "failed": {"fillcolor": "#fee2e2", "color": "#dc2626", "fontcolor": "#7f1d1d"},
+    "skipped": {"fillcolor": "#fafafa", "color": "#d4d4d8", "fontcolor": "#a1a1aa"},
+    "cancelled": {"fillcolor": "#e4e4e7", "color": "#52525b", "fontcolor": "#3f3f46"},
+    "unsaved": {"fillcolor": "#fef9c3", "color": "#ca8a04", "fontcolor": "#713f12"},
+}
+STALE_COLOR = "#9333ea"
+KIND_SHAPE: Mapping[str, str] = {"llm": "box", "python": "component", "report": "note"}
+_DEFAULT_SHAPE = "box"
+_CRITICAL = {"color": "#1e3a8a", "penwidth": "2.2"}
+_INSTALL_DOT = (
+    "graphviz's `dot` program is not installed: apt-get install graphviz, "
+    "conda install -c conda-forge graphviz, or brew install graphviz"
+)
+
+
+def format_minutes(minutes: float | None) -> str:
+    if minutes is None:
+        return ""
+    if minutes < 1:
+        return f"{minutes * 60:.0f} s"
+    if minutes < 60:
+        return f"{minutes:g} min" if minutes == int(minutes) else f"{minutes:.1f} min"
+    hours = minutes / 60
+    return f"{hours:g} h" if hours == int(hours) else f"{hours:.1f} h"
+
+
+def _clip(text: str, limit: int) -> str:
+    one_line = " ".join(text.split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
+
+
+def to_graphviz(
+    graph: TaskGraph,
+    statuses: Mapping[str, str] | None = None,
+    *,
+    stale: Iterable[str] = (),
+    highlight_critical_path: bool = True,
+    rankdir: str = "LR",
+    max_label: int = 40,
+) -> graphviz.Digraph:
+    """The plan as a ``graphviz.Digraph``: colour by status, shape by kind, critical path bold."""
+    import graphviz
+
+    statuses = statuses or {}
+    stale_ids = set(stale)
+    critical: set[str] = set()
+    critical_edges: set[tuple[str, str]] = set()
+    if highlight_critical_path and len(graph) > 1:
+        ids = graph.critical_path().ids
+        critical = set(ids)
+        critical_edges = set(itertools.pairwise(ids))
+
+    dot = graphviz.Digraph(name="plan")
+    dot.attr(rankdir=rankdir, bgcolor="transparent", nodesep="0.25", ranksep="0.45")
+    if len(graph) > 300:  # keep dot's crossing minimization affordable on big plans
+        dot.attr(nslimit="2", mclimit="0.5", searchsize="20")
+    dot.attr("node", fontname="Helvetica", fontsize="11", margin="0.12,0.06", height="0.4")
+    dot.attr("edge", color="#94a3b8", arrowsize="0.6")
+    for tid, task in graph.tasks.items():
+        status = statuses.get(tid, "pending")
+        style = dict(STATUS_STYLE.get(status, STATUS_STYLE["pending"]))
+        shape = KIND_SHAPE.get(task.kind, _DEFAULT_SHAPE)
+        looks = ["filled"]
+        if shape == "box":
+            looks.append("rounded")
+        if status == "skipped":
+            looks.append("dashed")
+        if tid in stale_ids:
+            style["color"] = STALE_COLOR
+            looks.append("dashed")
+        label = graphviz.escape(_clip(task.name, max_label))
+        minutes = format_minutes(task.estimated_time)
+        if minutes:
+            label += "\\n" + minutes
+        classes = f"task status-{status} kind-{_css(task.kind)}"
+        if tid in stale_ids:
+            classes += " stale"
+        if tid in critical:
+            classes += " critical"
+        dot.node(
+            tid,
+            label=graphviz.nohtml(label),
+            shape=shape,
+            style=",".join(looks),
+            tooltip=graphviz.escape(_clip(task.description or task.name, 300)),
+            id=f"node-{tid}",
+            penwidth="2" if tid in critical else "1",
+            **{"class": classes},
+            **style,
+        )
+    for dep, tid in graph.edges:
+        attrs = {"id": f"edge-{dep}-{tid}", "class": "dep"}
+        if (dep, tid) in critical_edges:
+            attrs.update(_CRITICAL)
+            attrs["class"] = "dep critical"
+        dot.edge(dep, tid, **attrs)
+    return dot
+
+
+def _css(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+
+
+def dot_available() -> bool:
+    import shutil
+
+    return shutil.which("dot") is not None
+
+
+def render_svg(graph: TaskGraph, statuses: Mapping[str, str] | None = None, **kwargs: Any) -> str:
+    """The plan as SVG laid out by ``dot`` (ConfigError saying how to install it if missing)."""
+    import graphviz
+
+    try:
+        return to_graphviz(graph, statuses, **kwargs).pipe(format="svg", encoding="utf-8")
+    except graphviz.ExecutableNotFound:
+        raise ConfigError(_INSTALL_DOT) from None
+
+
+def graph_text(graph: TaskGraph, statuses: Mapping[str, str] | None = None) -> str:
+    """A deterministic plain-text view: one line per task, then the critical path."""
+    edges = len(graph.edges)
+    lines = [f"TaskGraph: {len(graph)} task{'s' * (len(graph) != 1)}, "
+             f"{edges} dependenc{'ies' if edges != 1 else 'y'}"]  # fmt: skip
+    if graph.goal:
+        lines.append(f"goal: {_clip(graph.goal, 100)}")
+    rows = []
+    for tid, task in graph.tasks.items():
+        deps = f"← {', '.join(task.dependencies)}" if task.dependencies else ""
+        status = f"[{statuses[tid]}]" if statuses and tid in statuses else ""
+        rows.append((tid, _clip(task.name, 40), deps, format_minutes(task.estimated_time), status))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        lines.append(("  " + "  ".join(cells)).rstrip())
+    if len(graph) > 1:
+        path = graph.critical_path()
+        lines.append(
+            f"critical path: {' → '.join(path.ids)} ({format_minutes(path.length) or '0 min'})"
+        )
+    return "\n".join(lines)
+
+
+def graph_mimebundle(
+    graph: TaskGraph, statuses: Mapping[str, str] | None = None, **kwargs: Any
+) -> dict[str, str]:
+    """SVG and text for Jupyter; text only when ``dot`` is missing (never an error)."""
+    bundle = {"text/plain": graph_text(graph, statuses)}
+    if dot_available():
+        with contextlib.suppress(ConfigError):
+            bundle["image/svg+xml"] = render_svg(graph, statuses, **kwargs)
+    return bundle
