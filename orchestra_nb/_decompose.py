@@ -1,0 +1,178 @@
+"""Goal -> TaskGraph: the planning prompt, structured output, and repair by re-prompting.
+
+The model is asked for the seed plan format (with a JSON schema when the server
+supports structured output). Its answer goes through the tolerant parser and
+validation; when that fails, the exact error goes back to the model in a
+follow-up message, a bounded number of times. Nothing is executed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._errors import PlanError
+from ._plan import TaskGraph
+
+if TYPE_CHECKING:
+    from .llm import LLM
+
+PLAN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "subtasks": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "name": {"type": "string"},
+                    "description": {"type": "string"},
+                    "dependencies": {"type": "array", "items": {"type": "string"}},
+                    "estimated_time": {"type": ["number", "null"]},
+                    "kind": {"type": "string", "enum": ["llm", "python", "report"]},
+                    "function": {"type": ["string", "null"]},
+                },
+                "required": ["id", "name", "description", "dependencies", "estimated_time"],
+            },
+        }
+    },
+    "required": ["subtasks"],
+}
+
+PLANNING_PROMPT = """\
+You plan work for a team of workers. Break the user's goal into {min_tasks} to {max_tasks} \
+subtasks that together achieve it, with the dependencies between them.
+
+Answer with JSON only, in exactly this shape:
+{{"subtasks": [
+  {{"id": "task_1", "name": "short name", "description": "what to do, specific enough \
+for a worker who sees only this subtask and the results of its dependencies",
+   "dependencies": [], "estimated_time": 10, "kind": "llm"}}
+]}}
+
+Rules:
+- ids are "task_1", "task_2", ... ; "dependencies" lists the ids whose results a subtask needs.
+- No cycles. Subtasks that do not need each other's results must not depend on each other, \
+so they can run in parallel.
+- "estimated_time" is in minutes.
+- "kind" is "llm" for writing, research and analysis done by a language model{python_rule}; \
+the last subtask compiles the final deliverable from the others and may use "report" to \
+assemble their results verbatim into one document.
+"""
+
+_PYTHON_RULE = (
+    ', "python" for a step done by one of these Python functions (set "function" to its '
+    "name):\n{functions}\n"
+)
+
+
+def planning_messages(
+    goal: str,
+    *,
+    max_tasks: int = 12,
+    min_tasks: int = 3,
+    functions: Mapping[str, str] | None = None,
+    context: str | None = None,
+) -> list[dict[str, str]]:
+    """The messages that ask a model for a plan (pure; useful for recording answers)."""
+    python_rule = ""
+    if functions:
+        listed = "\n".join(f"  - {name}: {doc}" for name, doc in sorted(functions.items()))
+        python_rule = _PYTHON_RULE.format(functions=listed)
+    system = PLANNING_PROMPT.format(
+        min_tasks=min(min_tasks, max_tasks), max_tasks=max_tasks, python_rule=python_rule
+    )
+    user = goal.strip()
+    if context:
+        user += "\n\nContext:\n" + context.strip()
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+async def decompose(
+    goal: str,
+    *,
+    llm: LLM | str | None = None,
+    max_attempts: int = 3,
+    max_tasks: int = 12,
+    min_tasks: int = 3,
+    functions: Mapping[str, str] | Iterable[str] | None = None,
+    context: str | None = None,
+) -> TaskGraph:
+    """Ask an LLM to break ``goal`` into a validated TaskGraph.
+
+    ``functions`` names Python functions (name -> one-line description) the plan
+    may use for ``kind="python"`` steps. An unusable answer is sent back with the
+    validation error, up to ``max_attempts`` answers in all; then ``PlanError``
+    is raised carrying the last answer in ``.answer``.
+    """
+    from .llm import llm_from_spec
+
+    if not goal or not goal.strip():
+        raise PlanError("the goal is empty: say what the plan should achieve")
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    model = llm_from_spec(llm)
+    described = _describe_functions(functions)
+    messages = planning_messages(
+        goal, max_tasks=max_tasks, min_tasks=min_tasks, functions=described, context=context
+    )
+    last_answer = ""
+    last_error: PlanError | None = None
+    for _attempt in range(max_attempts):
+        completion = await model.complete(messages, schema=PLAN_SCHEMA)
+        last_answer = completion.text
+        try:
+            plan = completion.data if _is_plan(completion.data) else completion.text
+            graph = TaskGraph.from_plan(plan, goal=goal.strip())
+            _check_functions(graph, described)
+            if len(graph) > max_tasks:
+                raise PlanError(f"the plan has {len(graph)} subtasks; use at most {max_tasks}")
+            return graph
+        except PlanError as exc:
+            last_error = exc
+            messages = [
+                *messages,
+                {"role": "assistant", "content": completion.text},
+                {
+                    "role": "user",
+                    "content": f"That plan cannot be used: {exc}. "
+                    "Reply with the corrected plan as JSON only.",
+                },
+            ]
+    raise PlanError(
+        f"no usable plan after {max_attempts} answer(s): {last_error}",
+        ids=last_error.ids if last_error else (),
+        answer=last_answer,
+    )
+
+
+def _is_plan(data: Any) -> bool:
+    return isinstance(data, dict | list) and bool(data)
+
+
+def _describe_functions(functions: Mapping[str, str] | Iterable[str] | None) -> dict[str, str]:
+    if functions is None:
+        return {}
+    if isinstance(functions, Mapping):
+        return {str(k): " ".join(str(v).split()) for k, v in functions.items()}
+    from ._actions import registered_functions
+
+    known = registered_functions()
+    out = {}
+    for name in functions:
+        entry = known.get(name)
+        lines = (entry.func.__doc__ or "").strip().splitlines() if entry else []
+        out[name] = lines[0] if lines else ""
+    return out
+
+
+def _check_functions(graph: TaskGraph, functions: Mapping[str, str]) -> None:
+    for tid, task in graph.tasks.items():
+        if task.kind == "python" and (task.function or tid) not in functions:
+            offered = ", ".join(sorted(functions)) or "none"
+            raise PlanError(
+                f"task {tid!r} uses Python function {task.function or tid!r}, "
+                f"which does not exist (available: {offered})",
+                ids=[tid],
+            )

@@ -1,0 +1,153 @@
+"""Goal -> plan through real clients: structured output, repair by re-prompting, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from orchestra_nb import OpenAILLM, PlanError, ReplayLLM, decompose
+from orchestra_nb._decompose import PLAN_SCHEMA, planning_messages
+from orchestra_nb.llm import ScriptedLLM
+
+GOOD = json.dumps(
+    {
+        "subtasks": [
+            {
+                "id": "task_1",
+                "name": "Research",
+                "description": "Find sources",
+                "dependencies": [],
+                "estimated_time": 10,
+            },
+            {
+                "id": "task_2",
+                "name": "Write",
+                "description": "Write it up",
+                "dependencies": ["task_1"],
+                "estimated_time": 20,
+                "kind": "report",
+            },
+        ]
+    }
+)
+CYCLIC = json.dumps([{"id": "a", "dependencies": ["b"]}, {"id": "b", "dependencies": ["a"]}])
+
+
+async def test_plan_from_structured_output(llm_server):
+    llm_server.script(GOOD)
+    llm = OpenAILLM("m", base_url=llm_server.url, api_key="k")
+    graph = await decompose("Write a report on batteries", llm=llm)
+    assert list(graph.tasks) == ["task_1", "task_2"]
+    assert graph.goal == "Write a report on batteries"
+    assert graph.tasks["task_2"].kind == "report"
+    sent = llm_server.requests[0]
+    assert sent["response_format"]["json_schema"]["schema"] == PLAN_SCHEMA
+    assert sent["messages"][1]["content"] == "Write a report on batteries"
+
+
+async def test_malformed_then_good_answer_on_the_reprompt(llm_server):
+    llm_server.script("Sorry, here it is: {'subtasks': [", CYCLIC, GOOD)
+    llm = OpenAILLM("m", base_url=llm_server.url, api_key="k")
+    graph = await decompose("Write a report", llm=llm)
+    assert len(graph) == 2
+    assert len(llm_server.requests) == 3
+    second = llm_server.requests[1]["messages"]
+    assert second[-2] == {"role": "assistant", "content": "Sorry, here it is: {'subtasks': ["}
+    assert second[-1]["content"].startswith("That plan cannot be used: the plan has no tasks")
+    third = llm_server.requests[2]["messages"]
+    assert "dependency cycle" in third[-1]["content"]
+
+
+async def test_gives_up_with_the_last_answer():
+    llm = ScriptedLLM(["I can't do that.", "Still no.", "Nope."])
+    with pytest.raises(PlanError) as info:
+        await decompose("Write a report", llm=llm, max_attempts=3)
+    assert str(info.value).startswith(
+        "no usable plan after 3 answer(s): the answer contains no JSON"
+    )
+    assert info.value.answer == "Nope."
+    assert llm.calls == 3
+
+
+async def test_too_many_tasks_is_sent_back():
+    big = json.dumps([{"id": f"t{i}"} for i in range(30)])
+    llm = ScriptedLLM([big, GOOD])
+    graph = await decompose("goal", llm=llm, max_tasks=10)
+    assert len(graph) == 2
+    assert "use at most 10" in llm.prompts[1][-1]["content"]
+
+
+async def test_python_functions_are_offered_and_checked():
+    answer = json.dumps(
+        [
+            {"id": "load", "kind": "python", "function": "load_data"},
+            {"id": "chart", "kind": "python", "function": "draw_chart", "dependencies": ["load"]},
+        ]
+    )
+    llm = ScriptedLLM([answer, answer.replace("draw_chart", "load_data")])
+    graph = await decompose("goal", llm=llm, functions={"load_data": "Load the market data."})
+    assert "load_data: Load the market data." in llm.prompts[0][0]["content"]
+    assert "'draw_chart', which does not exist" in llm.prompts[1][-1]["content"]
+    assert graph.tasks["chart"].function == "load_data"
+
+
+async def test_empty_goal():
+    with pytest.raises(PlanError, match="the goal is empty"):
+        await decompose("  ", llm=ScriptedLLM([GOOD]))
+
+
+def test_planning_messages_are_pure():
+    assert planning_messages("g") == planning_messages("g")
+    assert planning_messages("g", context="c")[1]["content"] == "g\n\nContext:\nc"
+
+
+def test_cli_plan_with_replay(tmp_path):
+    import asyncio
+
+    path = tmp_path / "rec.json"
+    goal = "Write a report on batteries"
+    recorder = ReplayLLM(path, record=ScriptedLLM([GOOD]))
+    asyncio.run(decompose(goal, llm=recorder))
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestra_nb.cli", "plan", "--llm", f"replay:{path}", goal],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert [t["id"] for t in plan["subtasks"]] == ["task_1", "task_2"]
+    assert plan["goal"] == goal
+
+
+def test_cli_errors_are_one_line(tmp_path, monkeypatch):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestra_nb.cli", "plan", "goal"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("orchestra-nb: error: no LLM is configured: set OPENAI_API_KEY")
+    assert result.stderr.count("\n") == 1
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestra_nb.cli",
+            "plan",
+            "--llm",
+            f"replay:{tmp_path}/r.json",
+            "An unrecorded goal",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 2
+    assert "no recording file" in missing.stderr
