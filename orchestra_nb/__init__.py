@@ -33,6 +33,8 @@ _LAZY: dict[str, str] = {
     "CriticalPath": "._plan",
     "Scheduler": "._scheduler",
     "run": "._engine",
+    "start": "._engine",
+    "history": "._engine",
     "resume": "._engine",
     "rollback": "._engine",
     "Run": "._engine",
@@ -52,9 +54,6 @@ _LAZY: dict[str, str] = {
     "to_graphviz": "._render",
     "ResultStore": ".store",
     "open_store": ".store",
-    "DaskExecutor": "._dask",
-    "load_ipython_extension": ".jupyter",
-    "unload_ipython_extension": ".jupyter",
 }
 
 __all__ = [
@@ -62,7 +61,6 @@ __all__ = [
     "Completion",
     "ConfigError",
     "CriticalPath",
-    "DaskExecutor",
     "Event",
     "Image",
     "LLMError",
@@ -89,14 +87,14 @@ __all__ = [
     "Usage",
     "cache_key",
     "decompose",
-    "load_ipython_extension",
+    "history",
     "open_store",
     "resume",
     "rollback",
     "run",
+    "start",
     "task_function",
     "to_graphviz",
-    "unload_ipython_extension",
 ]
 
 
@@ -116,14 +114,12 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._actions import task_function
     from ._cache import cache_key
-    from ._dask import DaskExecutor
     from ._decompose import decompose
-    from ._engine import Orchestrator, Run, resume, rollback, run
+    from ._engine import Orchestrator, Run, history, resume, rollback, run, start
     from ._events import Event
     from ._plan import CriticalPath, Task, TaskGraph
     from ._render import to_graphviz
     from ._scheduler import Scheduler
     from ._values import Image, Markdown
-    from .jupyter import load_ipython_extension, unload_ipython_extension
     from .llm import LLM, Completion, OpenAILLM, RateLimit, ReplayLLM, Usage
     from .store import ResultStore, open_store
