@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.support.redis_server", "tests.support.llm_server"]
