@@ -164,10 +164,8 @@ class Run:
         self.actions = actions
         self._refresh = refresh
         self._resumed = resumed or _Resumed()
-        # task id -> (key, value, meta) computed but not yet committed (store was down)
-        self.pending_writes: dict[str, tuple[str, Any, dict[str, Any]]] = dict(
-            self._resumed.pending_writes
-        )
+        # task id -> (key, value, meta) computed but not committed (the store was down)
+        self.pending_writes: dict[str, tuple[str, Any, dict[str, Any]]] = {}
 
         self.status: dict[str, str] = dict.fromkeys(graph.tasks, "pending")
         self.results: dict[str, Any] = {}
@@ -312,7 +310,6 @@ class Run:
         self._t0 = time.monotonic()
         lease = False
         try:
-            await self._flush_pending_writes()
             lease = await self._take_lease()
             renew = asyncio.ensure_future(self._renew_lease())
             try:
@@ -358,6 +355,7 @@ class Run:
         forced = self._forced_ids()
         wanted = {k for tid, k in self.keys.items() if tid not in forced}
         found = await self.store.get_many(wanted) if wanted else {}
+        await self._recommit(found, forced)
         completed = [tid for tid, k in self.keys.items() if k in found and tid not in forced]
         for tid in completed:
             self.results[tid] = found[self.keys[tid]]
@@ -696,14 +694,19 @@ class Run:
         if self._dirty:
             self._schedule_flush()
 
-    async def _flush_pending_writes(self) -> None:
-        """Commit results a previous attempt computed while the store was down."""
-        if not self.pending_writes:
-            return
-        items = {key: value for key, value, _meta in self.pending_writes.values()}
-        metas = {key: meta for key, _value, meta in self.pending_writes.values()}
-        await self.store.put_many(items, meta=metas)
-        self.pending_writes.clear()
+    async def _recommit(self, found: dict[str, Any], forced: set[str]) -> None:
+        """Results the run being resumed holds in memory but the store lacks — computed
+        while the store was down, or lost by a store that restarted empty — are
+        committed now instead of being computed again."""
+        missing = {
+            key: value
+            for tid, (key, value) in self._resumed.results.items()
+            if self.keys.get(tid) == key and key not in found and tid not in forced
+        }
+        if missing:
+            meta = {key: {"run_id": self.id, "recommitted": True} for key in missing}
+            await self.store.put_many(missing, meta=meta)
+            found.update(missing)
 
     async def _take_lease(self) -> bool:
         store, name, ttl = self.store, self._lease_name, self.options.lease_ttl
@@ -781,7 +784,7 @@ class _Resumed:
     """What a resumed run carries over from the run it continues."""
 
     tasks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    pending_writes: Mapping[str, tuple[str, Any, dict[str, Any]]] = field(default_factory=dict)
+    results: Mapping[str, tuple[str, Any]] = field(default_factory=dict)  # id -> (key, value)
     lease_owner: str | None = None
     created: float | None = None
 
@@ -968,7 +971,11 @@ async def resume(
         options.setdefault("functions", previous.actions.functions)
         carried = _Resumed(
             tasks={tid: {"status": s} for tid, s in previous.status.items()},
-            pending_writes=previous.pending_writes,
+            results={
+                tid: (previous.keys[tid], value)
+                for tid, value in previous.results.items()
+                if tid in previous.keys
+            },
             lease_owner=previous._lease_owner,
             created=previous.started_at,
         )
