@@ -19,9 +19,14 @@ from tests.support import resume_child
 async def _spawn(*args: str) -> asyncio.subprocess.Process:
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.resume_child", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "tests.support.resume_child",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
 
 
 def _lines(path) -> list[str]:
