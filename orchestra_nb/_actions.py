@@ -18,7 +18,7 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._cache import callable_name, code_version
@@ -93,7 +93,7 @@ def _as_task_functions(functions: Any) -> dict[str, TaskFunction]:
 # --- per-call context -------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskContext:
     """Handed to actions: who is running and where token usage goes."""
 
@@ -102,7 +102,6 @@ class TaskContext:
     attempt: int
     goal: str | None = None
     usage: Usage | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def add_usage(self, usage: Usage) -> None:
         self.usage = usage if self.usage is None else self.usage + usage
@@ -155,15 +154,19 @@ async def call_maybe_async(
     threads: ThreadRunner, func: Callable[..., Any], /, *args: Any, **kwargs: Any
 ) -> Any:
     """Await coroutine functions; run sync ones in a thread; await awaitable results."""
-    if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-        getattr(func, "__call__", None)  # noqa: B004 - async __call__ objects
-    ):
+    if _is_async(func):
         result = await func(*args, **kwargs)
     else:
         result = await threads.call(func, *args, **kwargs)
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - objects with an async __call__
+    )
 
 
 # --- turning results into text -----------------------------------------------------------
@@ -289,6 +292,7 @@ class Actions:
         self.threads = threads
         self.executor = executor
         self.names: dict[str, str] = {}
+        self._runner_is_async = runner is not None and _is_async(runner)
         if runner is not None:
             self._runner_fp = {
                 "action": "runner",
@@ -343,6 +347,9 @@ class Actions:
         return {"action": task.kind, "goal": self.goal if task.kind == "report" else None}
 
     async def execute(self, task: Task, inputs: dict[str, Any], ctx: TaskContext) -> Any:
+        if self._runner_is_async:
+            result = await self.runner(task, inputs)  # type: ignore[misc]
+            return await result if inspect.isawaitable(result) else result
         if self.runner is not None:
             return await call_maybe_async(self.threads, self.runner, task, inputs)
         if task.kind == "python":

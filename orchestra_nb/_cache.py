@@ -27,18 +27,27 @@ if TYPE_CHECKING:
 KEY_VERSION = 1
 
 
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+)
+
+
 def canonical_json(value: Any) -> str:
     """Stable JSON text: sorted keys, no whitespace, unknown objects by str()."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _CANONICAL.encode(value)
 
 
 def cache_key(
     task: Task, input_keys: Mapping[str, str], *, action: Mapping[str, Any] | None = None
 ) -> str:
     """The key a task's result is stored under (40 hex digits after a ``k``)."""
-    payload = canonical_json(
-        [KEY_VERSION, task.definition(), dict(action or {}), sorted(input_keys.items())]
-    )
+    return _key(task, input_keys, canonical_json(dict(action or {})))
+
+
+def _key(task: Task, input_keys: Mapping[str, str], action_json: str) -> str:
+    # ids are [A-Za-z0-9_.-] and keys hex: they need no JSON escaping
+    inputs = ",".join(f'["{dep}","{key}"]' for dep, key in sorted(input_keys.items()))
+    payload = f"[{KEY_VERSION},{task.definition_json()},{action_json},[{inputs}]]"
     return "k" + hashlib.blake2b(payload.encode(), digest_size=20).hexdigest()
 
 
@@ -48,11 +57,14 @@ def graph_keys(
     """Keys of every task, computed in topological order (O(V+E))."""
     keys: dict[str, str] = {}
     tasks = graph.tasks
-    for tid in graph.topological_order():
+    rendered: dict[int, tuple[Mapping[str, Any], str]] = {}  # fingerprints are often shared
+    for tid in graph.dependency_order():
         task = tasks[tid]
-        keys[tid] = cache_key(
-            task, {dep: keys[dep] for dep in task.dependencies}, action=fingerprint(task)
-        )
+        action = fingerprint(task)
+        seen = rendered.get(id(action))
+        if seen is None or seen[0] is not action:
+            seen = rendered[id(action)] = (action, canonical_json(dict(action)))
+        keys[tid] = _key(task, {dep: keys[dep] for dep in task.dependencies}, seen[1])
     return keys
 
 

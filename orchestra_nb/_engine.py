@@ -50,7 +50,7 @@ from ._errors import (
 )
 from ._events import FINAL_STATUSES, STATUS_AFTER, Event
 from ._plan import TaskGraph
-from ._scheduler import Scheduler, default_priorities
+from ._scheduler import Scheduler
 
 if TYPE_CHECKING:
     from .llm import LLM, Usage
@@ -182,13 +182,15 @@ class Run:
         self.finished_at: float | None = None
 
         self._subscribers: list[Callable[[Event], None]] = []
+        self._plan: dict[str, Any] | None = None
+        self._tasks = graph.tasks
         self._t0 = time.monotonic()
         self._sched: Scheduler | None = None
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._starts: dict[str, float] = {}
         self._first_start: dict[str, float] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._inflight: dict[str, list[asyncio.Future[Any]]] = {}
         self._abandoned: set[asyncio.Task[Any]] = set()
         self._dirty: dict[str, dict[str, Any]] = {}
         self._flush_task: asyncio.Task[None] | None = None
@@ -298,7 +300,7 @@ class Run:
     # --- the run --------------------------------------------------------------------
 
     def _start(self) -> Run:
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._finished = loop.create_future()
         self._main = loop.create_task(self._run(), name=f"orchestra-run-{self.id}")
         self._main.add_done_callback(_log_unretrieved)
@@ -371,19 +373,14 @@ class Run:
                 wants = {t.kind: 1}
             if wants:
                 resources[tid] = wants
-        priority = default_priorities(
-            deps, graph.durations(), {tid: t.priority for tid, t in tasks.items()}
-        )
         self._sched = Scheduler(
             deps,
-            priority=priority,
+            priority={tid: t.priority for tid, t in tasks.items() if t.priority is not None},
+            durations=graph.durations(),
             resources=resources,
             pools=dict(options.pools),
             max_workers=options.workers,
-            retries={
-                tid: (t.retries if t.retries is not None else options.retries)
-                for tid, t in tasks.items()
-            },
+            retries=self._retries(),
             completed=completed,
         )
         self._emit("run_started", data={"tasks": len(self.status), "cached": len(completed)})
@@ -393,6 +390,13 @@ class Run:
         for tid in tasks:
             if self._sched.state(tid) == "ready":
                 self._set_status(tid, "queued")
+
+    def _retries(self) -> int | dict[str, int]:
+        default = self.options.retries
+        tasks = self._tasks
+        if all(t.retries is None for t in tasks.values()):
+            return default
+        return {tid: default if t.retries is None else t.retries for tid, t in tasks.items()}
 
     def _forced_ids(self) -> set[str]:
         refresh = self._refresh
@@ -409,14 +413,16 @@ class Run:
         return forced
 
     def _header(self) -> dict[str, Any]:
+        if self._plan is None:  # the graph of a run never changes: build its plan once
+            self._plan = self.graph.to_plan()
         return {
             "run_id": self.id,
             "created": self._resumed.created or self.started_at,
             "state": self.state,
             "goal": self.graph.goal,
-            "graph": self.graph.to_plan(),
+            "graph": self._plan,
             "keys": self.keys,
-            "options": {k: v for k, v in asdict(self.options).items()},
+            "options": asdict(self.options),
             "tasks": len(self.status),
         }
 
@@ -430,8 +436,9 @@ class Run:
             if not self._workers:
                 self._resolve_finished()
             return
+        spawn = self._loop.create_task
         for tid in sched.get_ready():
-            self._workers[tid] = asyncio.ensure_future(self._work(tid))
+            self._workers[tid] = spawn(self._work(tid))
         if not sched.is_active():
             self._resolve_finished()
 
@@ -444,7 +451,7 @@ class Run:
 
     async def _work(self, tid: str) -> None:
         assert self._sched is not None
-        task = self.graph.tasks[tid]
+        task = self._tasks[tid]
         attempt = self._sched.attempts(tid)
         self.attempts[tid] = attempt
         now = time.monotonic() - self._t0
@@ -493,28 +500,32 @@ class Run:
 
     async def _execute_once(self, key: str, task: Any, ctx: TaskContext) -> Any:
         """Execute, or share the result of an identical task already in flight."""
-        shared = self._inflight.get(key)
-        if shared is not None:
-            return await asyncio.shield(shared)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        waiters = self._inflight.get(key)
+        if waiters is not None:  # an identical task is running: wait for its result
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            waiters.append(future)
+            return await future
+        self._inflight[key] = waiters = []
         try:
             inputs = {dep: self.results[dep] for dep in task.dependencies}
-            value = await self._execute_with_timeout(task, inputs, ctx)
+            if task.timeout is None and self.options.timeout is None:
+                value = await self.actions.execute(task, inputs, ctx)
+            else:
+                value = await self._execute_with_timeout(task, inputs, ctx)
         except BaseException as exc:
-            if not future.done():
-                if isinstance(exc, asyncio.CancelledError):
-                    future.cancel()
-                else:
-                    future.set_exception(exc)
-                    future.exception()  # mark retrieved: waiters may not exist
+            if isinstance(exc, asyncio.CancelledError):
+                exc = RunError(f"the identical task {task.id!r} was cancelled")
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
             raise
         else:
-            future.set_result(value)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(value)
             return value
         finally:
-            if self._inflight.get(key) is future:
-                del self._inflight[key]
+            del self._inflight[key]
 
     async def _execute_with_timeout(
         self, task: Any, inputs: dict[str, Any], ctx: TaskContext

@@ -9,8 +9,10 @@ updates a second.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
+
+_NO_DATA: Mapping[str, Any] = MappingProxyType({})
 
 EventKind = Literal[
     "run_started",
@@ -41,14 +43,14 @@ STATUS_AFTER: Mapping[str, str] = {
 FINAL_STATUSES = frozenset({"done", "cached", "failed", "skipped", "cancelled"})
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """Something that happened in a run.
 
     ``time`` is seconds since the run started (monotonic clock); ``task_id`` is
     None for run-level events. ``data`` carries kind-specific details: the retry
     delay for ``retrying``, token counts for ``done``, the final counts for
-    ``run_finished``.
+    ``run_finished``. (A NamedTuple: immutable and cheap to make — a run emits
+    three per task.)
     """
 
     kind: EventKind
@@ -57,9 +59,9 @@ class Event:
     task_id: str | None = None
     attempt: int = 0
     error: str | None = None
-    data: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = _NO_DATA
 
-    def __str__(self) -> str:
+    def __str__(self) -> str:  # type: ignore[override]
         who = f" {self.task_id}" if self.task_id else ""
         extra = f" (attempt {self.attempt})" if self.attempt > 1 else ""
         error = f": {self.error}" if self.error else ""

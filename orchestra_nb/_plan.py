@@ -132,6 +132,16 @@ class Task:
             "params": dict(self.params),
         }
 
+    def definition_json(self) -> str:
+        """``definition()`` as canonical JSON, computed once (tasks never change)."""
+        cached = self.__dict__.get("_definition_json")
+        if cached is None:
+            from ._cache import canonical_json
+
+            cached = canonical_json(self.definition())
+            object.__setattr__(self, "_definition_json", cached)
+        return cached
+
     def to_dict(self) -> dict[str, Any]:
         """The task in the seed plan format, optional fields only when set."""
         out: dict[str, Any] = {
@@ -194,6 +204,7 @@ class TaskGraph:
         self._tasks: dict[str, Task] = {}
         self._graph: nx.DiGraph = nx.DiGraph()
         self._observers: list[Callable[[dict[str, Any]], None]] = []
+        self._shared = False
         self.version = 0
         problems: list[str] = []
         bad_ids: list[str] = []
@@ -275,7 +286,10 @@ class TaskGraph:
         new = TaskGraph.__new__(TaskGraph)
         new.goal, new.name, new.version = self.goal, self.name, self.version
         new._tasks = dict(self._tasks)
-        new._graph = self._graph.copy()
+        # share the networkx graph until one side edits (copy on write): runs snapshot
+        # their graph, and copying ten thousand nodes for nothing is not free
+        new._graph = self._graph
+        new._shared = self._shared = True
         new._observers = []
         new._order = dict(self._order)
         return new
@@ -356,6 +370,12 @@ class TaskGraph:
 
         return list(nx.lexicographical_topological_sort(self._graph, key=self._order.__getitem__))
 
+    def dependency_order(self) -> list[str]:
+        """Ids with every task after its dependencies, in no particular tie order (fast)."""
+        import networkx as nx
+
+        return list(nx.topological_sort(self._graph))
+
     def topological_generations(self) -> list[list[str]]:
         """Layers of tasks that could run together; each layer in plan order."""
         import networkx as nx
@@ -409,6 +429,7 @@ class TaskGraph:
         if task.id in self._tasks:
             raise PlanError(f"a task with id {task.id!r} already exists", ids=[task.id])
         self._check_dependencies(task)
+        self._own_graph()
         self._tasks[task.id] = task
         self._order[task.id] = max(self._order.values(), default=-1) + 1
         self._graph.add_node(task.id)
@@ -426,6 +447,7 @@ class TaskGraph:
             )
         del self._tasks[task_id]
         del self._order[task_id]
+        self._own_graph()
         self._graph.remove_node(task_id)
         self._changed({"op": "remove_task", "id": task_id})
         return task
@@ -448,6 +470,7 @@ class TaskGraph:
                 ids=path,
             )
         self._tasks[task_id] = task.replace(dependencies=(*task.dependencies, dependency_id))
+        self._own_graph()
         self._graph.add_edge(dependency_id, task_id)
         self._changed({"op": "add_dependency", "id": task_id, "dependency": dependency_id})
 
@@ -458,6 +481,7 @@ class TaskGraph:
         self._tasks[task_id] = task.replace(
             dependencies=tuple(d for d in task.dependencies if d != dependency_id)
         )
+        self._own_graph()
         self._graph.remove_edge(dependency_id, task_id)
         self._changed({"op": "remove_dependency", "id": task_id, "dependency": dependency_id})
 
@@ -487,12 +511,17 @@ class TaskGraph:
                     "these dependencies would make a cycle: " + " -> ".join([*cycle, cycle[0]]),
                     ids=cycle,
                 )
-            self._graph = trial
+            self._graph, self._shared = trial, False
         self._tasks[task_id] = new
         self._changed({"op": "update_task", "id": task_id, "fields": sorted(fields)})
         return new
 
     # --- internals --------------------------------------------------------------
+
+    def _own_graph(self) -> None:
+        if self._shared:
+            self._graph = self._graph.copy()
+            self._shared = False
 
     def _get(self, task_id: str) -> Task:
         try:

@@ -76,8 +76,10 @@ class Snapshot:
     in_use: Mapping[str, int]
 
 
-def _topological(order: list[str], parents: list[list[int]]) -> list[int] | CycleError:
-    """Kahn's algorithm over indices; a CycleError (not raised) when there is a cycle."""
+def _topological(
+    order: list[str], parents: list[list[int]]
+) -> tuple[list[int], list[list[int]]] | CycleError:
+    """Kahn's algorithm over indices: (order, children), or a CycleError (not raised)."""
     n = len(order)
     children: list[list[int]] = [[] for _ in range(n)]
     missing = [len(p) for p in parents]
@@ -94,7 +96,7 @@ def _topological(order: list[str], parents: list[list[int]]) -> list[int] | Cycl
             if missing[c] == 0:
                 queue.append(c)
     if len(out) == n:
-        return out
+        return out, children
     # every task left has a dependency that is also left: walk dependencies until one repeats
     left = {i for i in range(n) if missing[i] > 0}
     start = min(left)
@@ -132,9 +134,16 @@ def bottom_levels(
 ) -> dict[str, float]:
     """Longest chain of durations from each task to any sink, its own included. O(V+E)."""
     order, parents = _index_parents(dependencies)
-    topo = _topological(order, parents)
-    if isinstance(topo, CycleError):
-        raise topo
+    found = _topological(order, parents)
+    if isinstance(found, CycleError):
+        raise found
+    level = _levels(order, parents, found[0], durations)
+    return {tid: level[i] for i, tid in enumerate(order)}
+
+
+def _levels(
+    order: list[str], parents: list[list[int]], topo: list[int], durations: Mapping[str, float]
+) -> list[float]:
     level = [0.0] * len(order)
     below = [0.0] * len(order)  # best level among children so far
     for i in reversed(topo):
@@ -142,7 +151,7 @@ def bottom_levels(
         for p in parents[i]:
             if level[i] > below[p]:
                 below[p] = level[i]
-    return {tid: level[i] for i, tid in enumerate(order)}
+    return level
 
 
 def default_priorities(
@@ -160,7 +169,9 @@ class Scheduler:
     """Hands out ready tasks within pool capacities, highest priority first.
 
     ``dependencies`` maps every task id to the ids it depends on (its order is
-    the tie-break). ``resources`` maps a task to the units it holds of named
+    the tie-break). ``priority`` ranks tasks (higher first); with ``durations``
+    the rank is critical path first (see ``default_priorities``) and ``priority``
+    holds only explicit overrides. ``resources`` maps a task to the units it holds of named
     ``pools`` while running; ``max_workers`` is one more pool every task holds
     one unit of. ``retries`` gives extra attempts (per task or for all);
     ``completed`` names tasks already done before the run (cached results).
@@ -190,6 +201,7 @@ class Scheduler:
         dependencies: Mapping[str, Iterable[str]],
         *,
         priority: Mapping[str, Any] | None = None,
+        durations: Mapping[str, float] | None = None,
         resources: Mapping[str, Mapping[str, int]] | None = None,
         pools: Mapping[str, int] | None = None,
         max_workers: int | None = None,
@@ -198,17 +210,13 @@ class Scheduler:
     ) -> None:
         order, parents = _index_parents(dependencies)
         n = len(order)
-        topo = _topological(order, parents)
-        if isinstance(topo, CycleError):
-            raise topo
+        found = _topological(order, parents)
+        if isinstance(found, CycleError):
+            raise found
+        topo, self._children = found
         self._ids = order
         self._index = {tid: i for i, tid in enumerate(order)}
         self._parents = parents
-        children: list[list[int]] = [[] for _ in range(n)]
-        for i, ps in enumerate(parents):
-            for p in ps:
-                children[p].append(i)
-        self._children = children
 
         capacities = {str(k): int(v) for k, v in (pools or {}).items()}
         for pool, capacity in capacities.items():
@@ -228,22 +236,13 @@ class Scheduler:
         classes: dict[tuple[tuple[str, int], ...], int] = {}
         self._class_of = [0] * n
         self._needs: list[tuple[tuple[str, int], ...]] = []
+        plain = ((WORKERS, 1),) if max_workers is not None else ()
         for i, tid in enumerate(order):
-            wants = dict(resources.get(tid, {}))
-            for pool, units in wants.items():
-                if pool not in capacities or pool == WORKERS:
-                    known = ", ".join(sorted(p for p in capacities if p != WORKERS)) or "none"
-                    raise ValueError(
-                        f"task {tid!r} needs pool {pool!r}, which does not exist (pools: {known})"
-                    )
-                if units > capacities[pool]:
-                    raise ValueError(
-                        f"task {tid!r} needs {units} units of pool {pool!r} but its capacity "
-                        f"is {capacities[pool]}"
-                    )
-            if max_workers is not None:
-                wants[WORKERS] = 1
-            need = tuple(sorted((p, u) for p, u in wants.items() if u > 0))
+            wanted = resources.get(tid)
+            if not wanted:  # the common case: only a worker slot
+                need = plain
+            else:
+                need = self._need_of(tid, wanted, capacities, max_workers is not None)
             cls = classes.get(need)
             if cls is None:
                 cls = classes[need] = len(self._needs)
@@ -252,10 +251,24 @@ class Scheduler:
         self._classes = len(self._needs)
         self._heaps: list[list[int]] = [[] for _ in range(self._classes)]
 
-        # rank: position when sorted by priority, highest first; ties keep the given order
-        if priority:
+        # rank: position when sorted by priority, highest first; ties keep the given order.
+        # With durations, the priority is (explicit priority or 0, bottom level): critical
+        # path first, an explicit priority overriding.
+        if durations is not None:
+            explicit = priority or {}
+            level = _levels(order, parents, topo, durations)
+            boost = [float(explicit.get(tid) or 0.0) for tid in order] if explicit else None
+            if boost is None:
+                ranked = sorted(range(n), key=lambda i: -level[i])
+            else:
+                ranked = sorted(range(n), key=lambda i: (-boost[i], -level[i]))
+            priority = None
+        elif priority:
             default = _zero_like(next(iter(priority.values())))
             ranked = sorted(range(n), key=lambda i: _neg(priority.get(order[i], default)))
+        else:
+            ranked = None
+        if ranked is not None:
             rank = [0] * n
             for r, i in enumerate(ranked):
                 rank[i] = r
@@ -272,7 +285,31 @@ class Scheduler:
         self._counts: dict[TaskState, int] = dict.fromkeys(STATES, 0)
         self._counts["pending"] = n
         self._missing = [len(ps) for ps in parents]
+        self._start_ready(completed, topo)
 
+    @staticmethod
+    def _need_of(
+        tid: str, wanted: Mapping[str, int], capacities: dict[str, int], workers: bool
+    ) -> tuple[tuple[str, int], ...]:
+        """The (pool, units) a task holds while running; refuses pools that cannot hold it."""
+        wants = dict(wanted)
+        for pool, units in wants.items():
+            if pool not in capacities or pool == WORKERS:
+                known = ", ".join(sorted(p for p in capacities if p != WORKERS)) or "none"
+                raise ValueError(
+                    f"task {tid!r} needs pool {pool!r}, which does not exist (pools: {known})"
+                )
+            if units > capacities[pool]:
+                raise ValueError(
+                    f"task {tid!r} needs {units} units of pool {pool!r} but its capacity "
+                    f"is {capacities[pool]}"
+                )
+        if workers:
+            wants[WORKERS] = 1
+        return tuple(sorted((p, u) for p, u in wants.items() if u > 0))
+
+    def _start_ready(self, completed: Iterable[str], topo: list[int]) -> None:
+        children = self._children
         done_now = []
         for tid in completed:
             i = self._index.get(tid)

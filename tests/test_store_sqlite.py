@@ -15,11 +15,67 @@ from orchestra_nb.store import open_store
 
 
 async def test_group_commit_batches_concurrent_puts(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path}/r.db")
+    store = open_store(f"sqlite:///{tmp_path}/r.db?direct=0")
     await asyncio.gather(*(store.put(f"k{i}", f"v{i}") for i in range(200)))
     assert store.stats["rows"] == 200
     assert store.stats["commits"] < 20
     assert len(await store.keys()) == 200
+    await store.close()
+
+
+async def test_small_writes_commit_directly_big_ones_through_the_thread(tmp_path):
+    url = f"sqlite:///{tmp_path}/r.db"
+    store = open_store(url)
+    await store.ping()  # schema
+    await store.put("small", "x")
+    assert store._direct_commits == 1
+    await store.put("big", "y" * 100_000)
+    assert store._direct_commits == 1
+    assert store.stats["commits"] == 2
+    await store.close()
+    again = open_store(url)
+    assert await again.get_many(["small", "big"]) == {"small": "x", "big": "y" * 100_000}
+    await again.close()
+
+
+async def test_a_locked_database_never_blocks_the_loop(tmp_path):
+    import sqlite3
+    import threading
+
+    url = f"sqlite:///{tmp_path}/r.db"
+    store = open_store(url)
+    await store.ping()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_write_lock():
+        conn = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")  # another process writing, as far as we know
+        locked.set()
+        release.wait(5)
+        conn.execute("COMMIT")
+        conn.close()
+
+    holder = threading.Thread(target=hold_the_write_lock)
+    holder.start()
+    await asyncio.to_thread(locked.wait, 5)
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    tick = asyncio.ensure_future(ticker())
+    put = asyncio.ensure_future(store.put("k", "v"))
+    await asyncio.sleep(0.3)
+    assert not put.done()  # waiting for the lock, on the store's thread
+    assert ticks >= 10  # while the loop kept turning
+    release.set()
+    await asyncio.wait_for(put, 10)
+    tick.cancel()
+    holder.join()
+    assert await store.get("k") == "v"
     await store.close()
 
 

@@ -54,7 +54,8 @@ def open_store(
     if scheme == "sqlite":
         from ._sqlite import SQLiteStore
 
-        return SQLiteStore(sqlite_path(url), url=url, codecs=chosen, namespace=ns)
+        direct = query_options(url).get("direct", "1") not in ("0", "false", "no")
+        return SQLiteStore(sqlite_path(url), url=url, codecs=chosen, namespace=ns, direct=direct)
     from ._redis import RedisStore
 
     return RedisStore(url, codecs=chosen, namespace=ns, ttl=ttl)

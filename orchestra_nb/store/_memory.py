@@ -59,6 +59,8 @@ class MemoryStore(StoreBase):
     async def put(self, key: str, value: Any, *, meta: Mapping[str, Any] | None = None) -> None:
         if type(value) is str and self._fast_str:  # the common case, without a lookup
             row = (value, "text", "text/plain", time.time(), dict(meta or {}))
+        elif value is None:
+            row = (None, "json", "application/json", time.time(), dict(meta or {}))
         else:
             row = (*self._describe(value), time.time(), dict(meta or {}))
         self._data.results[key] = row
@@ -103,7 +105,8 @@ class MemoryStore(StoreBase):
         return list(self._data.results)
 
     async def save_run(self, run_id: str, header: Mapping[str, Any]) -> None:
-        self._data.runs[run_id] = (copy.deepcopy(dict(header)), time.time())
+        # kept as given: the engine builds a fresh header for every save
+        self._data.runs[run_id] = (dict(header), time.time())
         self._data.run_tasks.setdefault(run_id, {})
 
     async def save_run_tasks(self, run_id: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
