@@ -336,6 +336,13 @@ class Actions:
         if any(t.kind == "llm" for t in graph.tasks.values()):
             self.llm  # noqa: B018 - resolve now: a missing API key fails before the run
 
+    async def prepare(self, graph: TaskGraph) -> None:
+        """Slow setup off the loop before tasks start (e.g. importing the LLM client)."""
+        if self.runner is None and any(t.kind == "llm" for t in graph.tasks.values()):
+            prepare = getattr(self.llm, "prepare", None)
+            if prepare is not None:
+                await prepare()
+
     def fingerprint(self, task: Task) -> dict[str, Any]:
         if self.runner is not None:
             return self._runner_fp

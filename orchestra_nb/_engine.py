@@ -353,6 +353,7 @@ class Run:
 
     async def _prepare(self) -> None:
         graph = self.graph
+        await self.actions.prepare(graph)
         self.keys = graph_keys(graph, self.actions.fingerprint)
         forced = self._forced_ids()
         wanted = {k for tid, k in self.keys.items() if tid not in forced}

@@ -106,26 +106,36 @@ class OpenAILLM(UsageCounter):
 
     # --- the client, one per event loop ------------------------------------------------
 
+    async def prepare(self) -> None:
+        """Import openai and build the client on a thread, so the first call does not stall
+        the event loop (the import and the TLS setup take a few hundred milliseconds)."""
+        loop = asyncio.get_running_loop()
+        if id(loop) not in self._clients:
+            client = await asyncio.to_thread(self._new_client)
+            self._clients = {id(loop): client}
+
     def _client(self) -> Any:
         loop = asyncio.get_running_loop()
         client = self._clients.get(id(loop))
         if client is None:
-            import openai
-
-            common = {
-                "api_key": self.__key,
-                "timeout": self.timeout,
-                "max_retries": 0,
-                "default_headers": self._headers or None,
-            }
-            if self._azure_endpoint:
-                client = openai.AsyncAzureOpenAI(
-                    azure_endpoint=self._azure_endpoint, api_version=self._api_version, **common
-                )
-            else:
-                client = openai.AsyncOpenAI(base_url=self.base_url, **common)
+            client = self._new_client()
             self._clients = {id(loop): client}  # clients of finished loops are dropped
         return client
+
+    def _new_client(self) -> Any:
+        import openai
+
+        common = {
+            "api_key": self.__key,
+            "timeout": self.timeout,
+            "max_retries": 0,
+            "default_headers": self._headers or None,
+        }
+        if self._azure_endpoint:
+            return openai.AsyncAzureOpenAI(
+                azure_endpoint=self._azure_endpoint, api_version=self._api_version, **common
+            )
+        return openai.AsyncOpenAI(base_url=self.base_url, **common)
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, {}
