@@ -36,6 +36,7 @@ _LAZY: dict[str, str] = {
     "start": "._engine",
     "history": "._engine",
     "resume": "._engine",
+    "start_resume": "._engine",
     "rollback": "._engine",
     "Run": "._engine",
     "Orchestrator": "._engine",
@@ -52,6 +53,8 @@ _LAZY: dict[str, str] = {
     "RateLimit": ".llm",
     "decompose": "._decompose",
     "to_graphviz": "._render",
+    "load_ipython_extension": ".jupyter",
+    "unload_ipython_extension": ".jupyter",
     "ResultStore": ".store",
     "open_store": ".store",
 }
@@ -88,13 +91,16 @@ __all__ = [
     "cache_key",
     "decompose",
     "history",
+    "load_ipython_extension",
     "open_store",
     "resume",
     "rollback",
     "run",
     "start",
+    "start_resume",
     "task_function",
     "to_graphviz",
+    "unload_ipython_extension",
 ]
 
 
@@ -115,11 +121,21 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._actions import task_function
     from ._cache import cache_key
     from ._decompose import decompose
-    from ._engine import Orchestrator, Run, history, resume, rollback, run, start
+    from ._engine import (
+        Orchestrator,
+        Run,
+        history,
+        resume,
+        rollback,
+        run,
+        start,
+        start_resume,
+    )
     from ._events import Event
     from ._plan import CriticalPath, Task, TaskGraph
     from ._render import to_graphviz
     from ._scheduler import Scheduler
     from ._values import Image, Markdown
+    from .jupyter import load_ipython_extension, unload_ipython_extension
     from .llm import LLM, Completion, OpenAILLM, RateLimit, ReplayLLM, Usage
     from .store import ResultStore, open_store

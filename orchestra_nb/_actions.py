@@ -260,13 +260,33 @@ def _section(name: str, value: Any) -> str:
     if isinstance(value, Image):
         data = base64.b64encode(value.data).decode()
         return f"![{html.escape(name)}](data:{value.mime};base64,{data})"
-    if type(value).__module__.startswith("pandas") and hasattr(value, "to_html"):
-        return value.to_html(border=0)
+    if type(value).__module__.startswith("pandas") and hasattr(value, "columns"):
+        return markdown_table(value)
     if isinstance(value, list) and value and all(isinstance(v, Image) for v in value):
         return "\n\n".join(_section(name, v) for v in value)
     if isinstance(value, str):
         return value.strip()
     return "```json\n" + result_text(value) + "\n```"
+
+
+def markdown_table(frame: Any, *, max_rows: int = 100) -> str:
+    """A DataFrame as a Markdown table (hand-written: tabulate, which pandas' to_markdown
+    needs, is one more dependency for twenty lines)."""
+
+    def cell(value: Any) -> str:
+        text = f"{value:,.4g}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    index_name = frame.index.name or ""
+    header = [index_name, *map(str, frame.columns)]
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    for label, row in zip(
+        frame.index[:max_rows], frame.head(max_rows).itertuples(index=False), strict=True
+    ):
+        lines.append("| " + " | ".join(cell(v) for v in (label, *row)) + " |")
+    if len(frame) > max_rows:
+        lines.append(f"\n*{len(frame) - max_rows} more rows not shown*")
+    return "\n".join(lines)
 
 
 class Actions:

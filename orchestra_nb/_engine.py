@@ -261,6 +261,17 @@ class Run:
             elapsed=self.elapsed,
         )
 
+    def gantt(self) -> list[tuple[str, float, float, str, bool]]:
+        """(task id, start, end, status, still running) per started task, by start time;
+        a task still running ends "now"."""
+        now = time.monotonic() - self._t0
+        rows = []
+        for tid, start in self._first_start.items():
+            span = self.timeline.get(tid)
+            rows.append((tid, start, span[1] if span else now, self.status[tid], span is None))
+        rows.sort(key=lambda r: (r[1], r[0]))
+        return rows
+
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Call ``callback(event)`` for every later event; returns an unsubscribe function."""
         self._subscribers.append(callback)
@@ -333,8 +344,11 @@ class Run:
                 with contextlib.suppress(asyncio.CancelledError):
                     await renew
         except asyncio.CancelledError:
+            # run.cancel(), or whoever awaits the run was cancelled (an interrupted cell)
+            external = not self._cancel_requested
+            self._cancel_requested = True
             self._cancel_everything("run cancelled")
-            if not self._cancel_requested:
+            if external:
                 await self._wind_down(lease)
                 raise
         except BaseException:
@@ -970,8 +984,19 @@ async def resume(
 
     Takes a run id (after a kernel restart: the graph and options come from the
     store's run record) or a ``Run`` object (for instance one stopped by an
-    unreachable store; its uncommitted results are written first).
+    unreachable store; results it holds that the store lacks are written first).
     """
+    return await (await start_resume(run_or_id, runner, store=store, **overrides))
+
+
+async def start_resume(
+    run_or_id: Run | str,
+    runner: Callable[..., Any] | None = None,
+    *,
+    store: ResultStore | str | None = None,
+    **overrides: Any,
+) -> Run:
+    """Like ``resume`` but returns the continued run as soon as it has started."""
     from .store import open_store
 
     if isinstance(run_or_id, Run):
@@ -991,7 +1016,7 @@ async def resume(
             lease_owner=previous._lease_owner,
             created=previous.started_at,
         )
-        return await start(
+        return start(
             previous.graph,
             runner if runner is not None else previous.actions.runner,
             store=store if store is not None else previous.store_spec,
@@ -1013,7 +1038,7 @@ async def resume(
     graph = TaskGraph.from_plan(header["graph"])
     options = {**_known_options(header.get("options") or {}), **overrides}
     carried = _Resumed(tasks=record.tasks, created=header.get("created"))
-    return await start(graph, runner, store=store, run_id=run_id, _resumed=carried, **options)
+    return start(graph, runner, store=store, run_id=run_id, _resumed=carried, **options)
 
 
 async def history(

@@ -167,9 +167,9 @@ def graph_text(graph: TaskGraph, statuses: Mapping[str, str] | None = None) -> s
         lines.append(("  " + "  ".join(cells)).rstrip())
     if len(graph) > 1:
         path = graph.critical_path()
-        lines.append(
-            f"critical path: {' → '.join(path.ids)} ({format_minutes(path.length) or '0 min'})"
-        )
+        timed = any(t.estimated_time is not None for t in graph.tasks.values())
+        length = f" ({format_minutes(path.length) or '0 min'})" if timed else ""
+        lines.append(f"critical path: {' → '.join(path.ids)}{length}")
     return "\n".join(lines)
 
 

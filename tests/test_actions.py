@@ -233,4 +233,4 @@ async def test_report_assembles_sections_with_images_inline():
         "# Battery report\n\nEverything in one place\n\n## Introduction\n\nSome **markdown**."
     )
     assert "## Market chart\n\n![Market chart](data:image/png;base64," in report
-    assert "<table" in report and "maker" in report
+    assert "| maker | share |" in report

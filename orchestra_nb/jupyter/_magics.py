@@ -1,0 +1,340 @@
+"""``%%orchestrate`` and ``%orchestra``: thin magics over the library.
+
+The magic parses its flags (``magic_arguments``, so ``%%orchestrate?`` is help
+and a bad flag is a one-line ``UsageError``), fills ``{variables}`` in the cell
+from the notebook, checks what can be checked at once (an LLM is configured,
+the store answers), then hands the work to an ``Orchestration`` running on the
+kernel's loop. Every error a user can cause is a ``UsageError``: IPython shows
+it as one line, never a traceback.
+
+Settings are traitlets on the ``Orchestra`` configurable, so ``%config
+Orchestra.model = "gpt-4o-mini"`` works like any IPython setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import string
+from collections.abc import Mapping
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import (
+    MagicArgumentParser,
+    argument,
+    magic_arguments,
+    parse_argstring,
+)
+from traitlets import Enum, Float, Int, Unicode
+from traitlets.config import Configurable
+
+from .._engine import MODES
+from .._errors import OrchestraError
+from ._nested import call_on_loop, wait
+from ._session import Orchestration
+
+
+def fill_variables(body: str, namespace: Mapping[str, Any]) -> str:
+    """Replace ``{name}`` (and ``{name.attr}``, ``{name[0]}``) with values from the notebook."""
+    try:
+        return string.Formatter().vformat(body, (), _Names(namespace))
+    except KeyError as exc:
+        raise UsageError(
+            f"the cell uses {{{exc.args[0]}}} but no variable {exc.args[0]!r} exists"
+        ) from None
+    except (ValueError, IndexError, AttributeError) as exc:
+        raise UsageError(
+            f"cannot fill the cell's {{variables}}: {exc} (write {{{{ for a brace)"
+        ) from None
+
+
+class _Names(dict):  # type: ignore[type-arg]
+    def __init__(self, namespace: Mapping[str, Any]):
+        super().__init__()
+        self.namespace = namespace
+
+    def __missing__(self, key: str) -> Any:
+        if key in self.namespace:
+            return self.namespace[key]
+        raise KeyError(key)
+
+
+@magics_class
+class Orchestra(Magics, Configurable):
+    """Settings for %%orchestrate (change them with %config Orchestra.<name> = value)."""
+
+    model = Unicode(
+        "", help="Model name for LLM calls (default: ORCHESTRA_MODEL or gpt-4o-mini)."
+    ).tag(config=True)
+    llm = Unicode(
+        "", help="LLM to use: replay:PATH, record:PATH, openai[:MODEL], ollama:MODEL."
+    ).tag(config=True)
+    store = Unicode("", help="Result store URL (default: sqlite:///.orchestra/results.db).").tag(
+        config=True
+    )
+    max_workers = Int(5, help="Tasks running at once.").tag(config=True)
+    mode = Enum(list(MODES), default_value="dag", help="pipeline, parallel or dag.").tag(
+        config=True
+    )
+    retries = Int(0, help="Extra attempts for a failing task.").tag(config=True)
+    timeout = Float(None, allow_none=True, help="Seconds a task may take.").tag(config=True)
+    max_tasks = Int(12, help="Most subtasks the LLM may plan.").tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, config=shell.config if shell is not None else None, **kwargs)
+        self.orchestrations: dict[str, Orchestration] = {}
+
+    # --- %%orchestrate --------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument(
+        "--name", "-n", default="orchestration", help="variable to bind the plan and its runs to"
+    )
+    @argument("--run", action="store_true", help="run the plan as soon as it is ready")
+    @argument("--wait", action="store_true", help="block the cell until planning (and the run) end")
+    @argument("--max-workers", type=int, help="tasks running at once")
+    @argument("--mode", choices=MODES, help="pipeline, parallel or dag")
+    @argument("--model", help="model name")
+    @argument("--llm", help="replay:PATH, record:PATH, openai[:MODEL] or ollama:MODEL")
+    @argument("--store", help="result store URL: memory://, sqlite:///path.db, redis://host:6379/0")
+    @argument(
+        "--from",
+        dest="source",
+        metavar="VAR",
+        help="use the plan in this variable instead of asking the LLM",
+    )
+    @argument("--no-cache", action="store_true", help="recompute every task")
+    @argument("--max-tasks", type=int, help="most subtasks the LLM may plan")
+    @line_cell_magic
+    def orchestrate(self, line: str, cell: str | None = None) -> None:
+        """Plan a goal with an LLM into a task graph, show it as a widget, and run it.
+
+        The cell body is the goal; {variables} are filled from the notebook. As a
+        line magic (``%orchestrate --from plan --run``) it shows or runs a plan
+        that is already in a variable.
+        """
+        from IPython.display import display
+
+        args = parse_argstring(self.orchestrate, line)
+        name = args.name
+        if not name.isidentifier():
+            raise UsageError(f"--name must be a Python name, not {name!r}")
+        body = fill_variables(cell or "", self.shell.user_ns).strip()
+        graph = self._graph_from(args.source, goal=body or None) if args.source else None
+        if graph is None and not body:
+            raise UsageError("the cell is empty: write the goal in it, or use --from VAR")
+        needs_llm = graph is None or any(t.kind == "llm" for t in graph.tasks.values())
+        llm = self._llm(args) if needs_llm else None
+        store = self._store(args.store)
+        orchestration = Orchestration(
+            name, goal=body or None, llm=llm, store=store, options=self._options(args)
+        )
+        refresh = bool(args.no_cache)
+        self.orchestrations[name] = orchestration
+        self.shell.user_ns[name] = orchestration
+
+        def begin() -> None:
+            if graph is not None:
+                orchestration.set_graph(graph)
+                if args.run:
+                    orchestration.start(refresh=refresh)
+            else:
+                if refresh:
+                    orchestration.options["refresh"] = True
+                max_tasks = args.max_tasks or self.max_tasks
+                orchestration.plan(body, max_tasks=max_tasks, then_run=args.run)
+
+        try:
+            call_on_loop(begin)  # in a kernel the loop is running already; in a terminal, not
+        except OrchestraError as exc:
+            raise UsageError(str(exc)) from None
+        handle = display(orchestration, display_id=True)
+        if args.wait:
+            self._block(orchestration)
+            if handle is not None:
+                handle.update(orchestration)
+
+    def _block(self, orchestration: Orchestration) -> None:
+        try:
+            wait(orchestration.wait(), on_interrupt=orchestration.cancel_all)
+        except OrchestraError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _graph_from(self, variable: str, *, goal: str | None) -> Any:
+        from .._plan import TaskGraph
+
+        if variable not in self.shell.user_ns:
+            raise UsageError(f"--from {variable}: no variable {variable!r} in the notebook")
+        value = self.shell.user_ns[variable]
+        try:
+            graph = TaskGraph.from_plan(value, goal=None)
+        except OrchestraError as exc:
+            raise UsageError(f"--from {variable}: {exc}") from None
+        if goal and not graph.goal:
+            graph.goal = goal
+        return graph
+
+    def _llm(self, args: argparse.Namespace) -> Any:
+        from ..llm import llm_from_spec
+
+        spec = args.llm or self.llm or None
+        try:
+            return llm_from_spec(spec, model=args.model or self.model or None)
+        except OrchestraError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _store(self, given: str | None) -> str | None:
+        """The store URL to use, checked now so an unreachable store is a one-line error."""
+        from ..store import open_store
+
+        url = given or self.store or None
+        try:
+            store = open_store(url)
+        except OrchestraError as exc:
+            raise UsageError(str(exc)) from None
+
+        async def check() -> None:
+            try:
+                await store.ping()
+            finally:
+                await store.close()
+
+        try:
+            wait(check(), timeout=15)
+        except OrchestraError as exc:
+            raise UsageError(str(exc)) from None
+        except TimeoutError:
+            raise UsageError(f"the store {store.url} did not answer within 15 s") from None
+        return url
+
+    def _options(self, args: argparse.Namespace) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "max_workers": args.max_workers or self.max_workers,
+            "mode": args.mode or self.mode,
+            "retries": self.retries,
+        }
+        if self.timeout is not None:
+            options["timeout"] = self.timeout
+        if options["max_workers"] < 1:
+            raise UsageError(f"--max-workers must be at least 1, not {options['max_workers']}")
+        return options
+
+    # --- %orchestra -----------------------------------------------------------------------
+
+    @line_magic
+    def orchestra(self, line: str) -> Any:
+        """%orchestra status | runs | show NAME | resume RUN_ID | clear-cache | config"""
+        args = _orchestra_parser().parse_args(shlex.split(line) or ["status"])
+        try:
+            return getattr(self, "_cmd_" + args.command.replace("-", "_"))(args)
+        except OrchestraError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _cmd_status(self, args: argparse.Namespace) -> None:
+        if not self.orchestrations:
+            print("nothing orchestrated yet in this kernel")
+            return
+        for name, orch in self.orchestrations.items():
+            print(orch._text().split("\n", 1)[0] if name else "")
+
+    def _cmd_runs(self, args: argparse.Namespace) -> None:
+        from .._engine import history
+
+        runs = wait(history(args.store or self.store or None, limit=args.limit))
+        if not runs:
+            print("no runs recorded in this store")
+            return
+        import datetime
+
+        for r in runs:
+            when = datetime.datetime.fromtimestamp(r.get("created") or r["updated"]).strftime(
+                "%Y-%m-%d %H:%M:%S"
+            )
+            goal = " ".join(str(r.get("goal") or "").split())[:60]
+            state, tasks = r.get("state", "?"), r.get("tasks", "?")
+            print(f"{r['run_id']}  {state:<9}  {tasks:>5} tasks  {when}  {goal}")
+
+    def _cmd_show(self, args: argparse.Namespace) -> None:
+        from IPython.display import display
+
+        orch = self.orchestrations.get(args.name) or self.shell.user_ns.get(args.name)
+        if not isinstance(orch, Orchestration):
+            raise UsageError(f"no orchestration named {args.name!r}")
+        display(orch)
+
+    def _cmd_resume(self, args: argparse.Namespace) -> None:
+        from IPython.display import display
+
+        name = args.name or f"resumed_{args.run_id.replace('-', '_')}"
+        if not name.isidentifier():
+            raise UsageError(f"--name must be a Python name, not {name!r}")
+        store = self._store(args.store)
+        llm = None
+        try:
+            from ..llm import llm_from_spec
+
+            llm = llm_from_spec(args.llm or self.llm or None, model=self.model or None)
+        except OrchestraError:
+            llm = None  # a plan of Python tasks needs none; LLM tasks will say what is missing
+        orchestration = Orchestration(name, llm=llm, store=store, options={})
+        self.orchestrations[name] = orchestration
+        self.shell.user_ns[name] = orchestration
+        handle = display(orchestration, display_id=True)
+        call_on_loop(lambda: orchestration.resume(args.run_id))
+        if args.wait:
+            self._block(orchestration)
+            if handle is not None:
+                handle.update(orchestration)
+
+    def _cmd_clear_cache(self, args: argparse.Namespace) -> None:
+        from ..store import open_store
+
+        store = open_store(args.store or self.store or None)
+
+        async def clear() -> int:
+            try:
+                return await store.clear()
+            finally:
+                await store.close()
+
+        print(f"removed {wait(clear())} entries from {store.url}")
+
+    def _cmd_config(self, args: argparse.Namespace) -> None:
+        from ..store import redact
+        from ..store._url import default_url
+
+        print(f"model        {self.model or '(ORCHESTRA_MODEL or gpt-4o-mini)'}")
+        print(
+            f"llm          {self.llm or '(OPENAI_API_KEY / OPENAI_BASE_URL from the environment)'}"
+        )
+        print(f"store        {redact(self.store or default_url())}")
+        print(f"max_workers  {self.max_workers}")
+        print(f"mode         {self.mode}")
+        print(f"retries      {self.retries}")
+        print(f"timeout      {self.timeout if self.timeout is not None else '(none)'}")
+        print(f"max_tasks    {self.max_tasks}")
+
+
+def _orchestra_parser() -> MagicArgumentParser:
+    parser = MagicArgumentParser(
+        prog="%orchestra", description="Inspect and manage orchestrations."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("status", help="one line per orchestration in this kernel")
+    runs = sub.add_parser("runs", help="run history from the store")
+    runs.add_argument("--store")
+    runs.add_argument("--limit", type=int, default=20)
+    show = sub.add_parser("show", help="display an orchestration and its widget")
+    show.add_argument("name")
+    resume = sub.add_parser("resume", help="continue a run recorded in the store")
+    resume.add_argument("run_id")
+    resume.add_argument("--name")
+    resume.add_argument("--store")
+    resume.add_argument("--llm")
+    resume.add_argument("--wait", action="store_true")
+    clear = sub.add_parser("clear-cache", help="delete every stored result and run record")
+    clear.add_argument("--store")
+    sub.add_parser("config", help="show the settings (no secrets)")
+    return parser

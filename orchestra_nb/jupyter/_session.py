@@ -1,0 +1,262 @@
+"""``Orchestration``: what ``%%orchestrate --name report`` binds as ``report``.
+
+It owns one plan (a ``TaskGraph``), its widget and its runs, and it is the
+widget's controller: Run, Cancel and Retry land here. Planning and runs are
+tasks on the kernel's running loop, so cells return at once; ``await report``
+waits for both, and so does ``%%orchestrate --wait`` (through the one
+nested-loop helper).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .._errors import OrchestraError, PlanError, RunError
+
+if TYPE_CHECKING:
+    from .._engine import Run
+    from .._plan import TaskGraph
+    from ..llm import LLM
+    from ._widget import DagWidget
+
+
+class Orchestration:
+    """A plan, its widget and its runs — the object a notebook works with."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        goal: str | None = None,
+        llm: LLM | None = None,
+        store: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        from ._widget import DagWidget
+
+        self.name = name
+        self.goal = goal
+        self.llm = llm
+        self.store = store
+        self.options = dict(options or {})
+        self.graph: TaskGraph | None = None
+        self.runs: list[Run] = []
+        self.widget: DagWidget = DagWidget(controller=self, title=name)
+        self._planning: asyncio.Task[Any] | None = None
+        self._error: OrchestraError | None = None
+
+    # --- state ----------------------------------------------------------------------------
+
+    @property
+    def run(self) -> Run | None:
+        """The latest run (None before the first)."""
+        return self.runs[-1] if self.runs else None
+
+    @property
+    def results(self) -> dict[str, Any]:
+        return dict(self.run.results) if self.run else {}
+
+    @property
+    def status(self) -> dict[str, str]:
+        return dict(self.run.status) if self.run else {}
+
+    @property
+    def report(self) -> Any:
+        """The result of the plan's last task (its final deliverable), once it exists."""
+        if self.graph is None or self.run is None:
+            return None
+        sinks = self.graph.sinks()
+        return self.run.results.get(sinks[-1]) if sinks else None
+
+    @property
+    def planning(self) -> bool:
+        return self._planning is not None and not self._planning.done()
+
+    # --- planning ---------------------------------------------------------------------------
+
+    def set_graph(self, graph: TaskGraph) -> None:
+        self.graph = graph
+        if graph.goal:
+            self.goal = graph.goal
+        self.widget.set_graph(graph)
+        self._error = None
+
+    def plan(self, goal: str, *, max_tasks: int = 12, then_run: bool = False) -> None:
+        """Ask the LLM for a plan in the background; the widget shows it when it arrives."""
+        from .._actions import registered_functions
+        from .._decompose import decompose
+
+        if self.llm is None:
+            raise RunError("no LLM to plan with")
+        self.goal = goal
+        model = getattr(self.llm, "model", "the model")
+        self.widget.set_planning(f"Planning with {model}: {_short(goal)}")
+        functions = {
+            name: (entry.func.__doc__ or "").strip().split("\n")[0]
+            for name, entry in registered_functions().items()
+        }
+
+        async def planning() -> TaskGraph:
+            try:
+                graph = await decompose(
+                    goal, llm=self.llm, max_tasks=max_tasks, functions=functions or None
+                )
+            except OrchestraError as exc:
+                self._error = exc
+                self.widget.show_error(str(exc))
+                raise
+            self.set_graph(graph)
+            if then_run:
+                self.start()
+            return graph
+
+        self._planning = asyncio.get_running_loop().create_task(planning())
+        self._planning.add_done_callback(_retrieve)
+
+    # --- running ----------------------------------------------------------------------------
+
+    def start(self, *, refresh: bool | Iterable[str] = False) -> Run:
+        """Run the current plan; what is cached comes from the store."""
+        from .._engine import start
+
+        if self.graph is None:
+            raise PlanError("there is no plan yet" + (" (still planning)" if self.planning else ""))
+        if self.run is not None and not self.run.done:
+            raise RunError(f"run {self.run.id} of {self.name!r} is still going; cancel it first")
+        run = start(
+            self.graph,
+            llm=self.llm,
+            store=self.store,
+            refresh=refresh,
+            progress=False,
+            **self.options,
+        )
+        self._attach(run)
+        return run
+
+    def resume(self, run_id: str) -> None:
+        """Continue a run recorded in the store (after a kernel restart), in the background."""
+        from .._engine import start_resume
+
+        self.widget.set_planning(f"Loading run {run_id} from the store…")
+
+        async def resuming() -> Run:
+            try:
+                run = await start_resume(
+                    run_id, store=self.store, llm=self.llm, progress=False, **self.options
+                )
+            except OrchestraError as exc:
+                self._error = exc
+                self.widget.show_error(str(exc))
+                raise
+            self.set_graph(run.graph)
+            self._attach(run)
+            return run
+
+        self._planning = asyncio.get_running_loop().create_task(resuming())
+        self._planning.add_done_callback(_retrieve)
+
+    def _attach(self, run: Run) -> None:
+        self.runs.append(run)
+        self.widget.set_stale(())
+        self.widget.attach_run(run)
+
+    # --- the widget's controller ------------------------------------------------------------
+
+    def start_run(self, *, refresh: bool = False) -> Run | None:
+        try:
+            return self.start(refresh=refresh)
+        except OrchestraError as exc:
+            self.widget.show_error(str(exc))
+            return None
+
+    def cancel_run(self, task_id: str | None = None) -> None:
+        if self.run is not None and not self.run.done:
+            self.run.cancel(task_id)
+
+    def retry_failed(self, task_ids: Iterable[str] | None = None) -> Run | None:
+        """Run again: failed, skipped and cancelled tasks execute, the rest comes from cache."""
+        return self.start_run()
+
+    def graph_edited(self, change: dict[str, Any]) -> None:
+        self.widget.set_stale(self.stale_ids())
+
+    def stale_ids(self) -> set[str]:
+        """Tasks whose cache key differs from the latest run's: edited, or downstream of an edit."""
+        from .._actions import Actions, ThreadRunner
+        from .._cache import graph_keys
+
+        run, graph = self.run, self.graph
+        if run is None or graph is None:
+            return set()
+        actions = Actions(llm=self.llm, goal=graph.goal, threads=ThreadRunner(1))
+        try:
+            keys = graph_keys(graph, actions.fingerprint)
+        except (OrchestraError, KeyError):  # e.g. a task naming a function not registered yet
+            return {tid for tid in graph.tasks if graph.tasks[tid] != run.graph.tasks.get(tid)}
+        return {tid for tid, key in keys.items() if run.keys.get(tid) != key}
+
+    def cancel_all(self) -> None:
+        """Stop planning and the current run (what the kernel interrupt does)."""
+        if self._planning is not None and not self._planning.done():
+            self._planning.cancel()
+        if self.run is not None and not self.run.done:
+            self.run.cancel()
+
+    # --- waiting and display --------------------------------------------------------------------
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.wait().__await__()
+
+    async def wait(self) -> Run | TaskGraph | None:
+        """Wait for planning and then for the latest run; return the run (or the plan)."""
+        if self._planning is not None:
+            await asyncio.shield(self._planning)
+        if self.run is not None:
+            return await self.run
+        return self.graph
+
+    def __repr__(self) -> str:
+        return self._text()
+
+    def _text(self) -> str:
+        from .._render import graph_text
+
+        if self.graph is None:
+            state = f"failed: {self._error}" if self._error else "planning…"
+            return f"Orchestration {self.name!r}: {state}"
+        run = self.run
+        head = f"Orchestration {self.name!r}"
+        if run is not None:
+            p = run.progress()
+            parts = [run.state, f"{p.done + p.cached}/{p.total} done"]
+            parts += [f"{n} {k}" for k, n in (("failed", p.failed), ("skipped", p.skipped),
+                                              ("cached", p.cached)) if n]  # fmt: skip
+            head += ": run " + " · ".join(parts)
+        return head + "\n" + graph_text(self.graph, run.status if run else None)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from .._render import graph_mimebundle
+
+        bundle: dict[str, Any] = {}
+        if self.graph is not None:
+            bundle.update(graph_mimebundle(self.graph, self.status or None))
+        widget_view = self.widget._repr_mimebundle_()
+        if isinstance(widget_view, tuple):
+            widget_view = widget_view[0]
+        bundle.update({k: v for k, v in (widget_view or {}).items() if k != "text/plain"})
+        bundle["text/plain"] = self._text()
+        return bundle
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """The error is shown in the widget and raised by ``await``; do not let asyncio warn."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _short(text: str, limit: int = 80) -> str:
+    one_line = " ".join(text.split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"

@@ -1,0 +1,270 @@
+"""The magics through IPython's own test shell, with a real LLM client on loopback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.testing.globalipapp import start_ipython
+
+import orchestra_nb as onb
+from orchestra_nb import TaskGraph
+from tests.support.llm_server import LLMServer, Reply
+
+PLAN = {
+    "subtasks": [
+        {
+            "id": "task_1",
+            "name": "Research",
+            "description": "Find figures",
+            "dependencies": [],
+            "estimated_time": 5,
+        },
+        {
+            "id": "task_2",
+            "name": "Compare",
+            "description": "Compare makers",
+            "dependencies": [],
+            "estimated_time": 5,
+        },
+        {
+            "id": "task_3",
+            "name": "Write",
+            "description": "Write the summary",
+            "dependencies": ["task_1", "task_2"],
+            "estimated_time": 10,
+        },
+    ]
+}
+
+
+def responder(request):
+    if "response_format" in request:  # the planning call asks for structured output
+        goal = request["messages"][-1]["content"]
+        return Reply(content=json.dumps({**PLAN, "note": goal}))
+    step = request["messages"][-1]["content"].split("\n")[0]
+    return Reply(content=f"Result for {step}")
+
+
+@pytest.fixture(scope="module")
+def shell():
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "orchestra_nb")
+    return ip
+
+
+@pytest.fixture
+def ip(shell, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with LLMServer(responder) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-magic-test")
+        shell.server = server
+        yield shell
+    for name in [n for n in shell.user_ns if n.startswith("t_")]:
+        del shell.user_ns[name]
+    magics = next(c for c in shell.configurables if type(c).__name__ == "Orchestra")
+    magics.model = magics.llm = magics.store = ""
+    magics.max_workers = 5
+    magics.orchestrations.clear()
+
+
+def cell(ip, source):
+    result = ip.run_cell(source)
+    if result.error_in_exec is not None:
+        raise result.error_in_exec
+    if result.error_before_exec is not None:
+        raise result.error_before_exec
+    return result.result
+
+
+def usage_error(ip, source) -> str:
+    result = ip.run_cell(source)
+    error = result.error_in_exec or result.error_before_exec
+    assert isinstance(error, UsageError), f"expected a UsageError, got {error!r}"
+    assert "\n" not in str(error)
+    return str(error)
+
+
+def test_help_lists_the_flags(ip, capsys):
+    ip.run_cell("%%orchestrate?")
+    out = capsys.readouterr().out
+    for flag in (
+        "--name",
+        "--run",
+        "--wait",
+        "--max-workers",
+        "--mode",
+        "--model",
+        "--llm",
+        "--store",
+        "--from",
+        "--no-cache",
+    ):
+        assert flag in out
+
+
+def test_plan_run_and_wait_binds_the_name(ip):
+    cell(
+        ip,
+        "%%orchestrate --name t_report --run --wait --store memory://\nWrite a report on batteries",
+    )
+    report = ip.user_ns["t_report"]
+    assert isinstance(report, onb.jupyter._session.Orchestration)
+    assert list(report.graph.tasks) == ["task_1", "task_2", "task_3"]
+    assert report.graph.goal == "Write a report on batteries"
+    assert report.run.ok
+    assert report.results["task_3"].startswith("Result for ## Step: Write")
+    assert report.report == report.results["task_3"]
+    planning = ip.server.requests[0]
+    assert planning["response_format"]["type"] == "json_schema"
+    assert planning["messages"][-1]["content"] == "Write a report on batteries"
+
+
+def test_variables_are_filled_from_the_notebook(ip):
+    ip.user_ns["t_topic"] = "solid-state batteries"
+    cell(
+        ip, "%%orchestrate --name t_r --wait --store memory://\nA report on {t_topic} {{not a var}}"
+    )
+    assert ip.user_ns["t_r"].goal == "A report on solid-state batteries {not a var}"
+    message = usage_error(ip, "%%orchestrate --name t_r\nA report on {t_missing}")
+    assert message == "the cell uses {t_missing} but no variable 't_missing' exists"
+
+
+def test_without_wait_the_cell_returns_at_once_and_await_waits(ip):
+    ip.server.latency = 0.2
+    cell(ip, "%%orchestrate --name t_bg --run --store memory://\nWrite a report")
+    bg = ip.user_ns["t_bg"]
+    assert bg.planning  # still planning when the cell has returned
+    cell(ip, "t_final = await t_bg")
+    assert ip.user_ns["t_final"].ok
+    assert set(bg.status.values()) == {"done"}
+
+
+@pytest.mark.parametrize("kind", ["graph", "dict", "json"])
+def test_from_a_variable(ip, kind):
+    value = {"graph": TaskGraph.from_plan(PLAN), "dict": PLAN, "json": json.dumps(PLAN)}[kind]
+    ip.user_ns["t_plan"] = value
+    cell(ip, "%orchestrate --from t_plan --name t_from --run --wait --store memory://")
+    run = ip.user_ns["t_from"].run
+    assert run.ok
+    assert all(not r.get("response_format") for r in ip.server.requests)  # no planning call
+
+
+def test_flags_reach_the_run(ip, tmp_path):
+    ip.user_ns["t_plan"] = PLAN
+    store = f"sqlite:///{tmp_path}/m.db"
+    flags = f"--run --wait --max-workers 1 --mode pipeline --store {store}"
+    cell(ip, f"%orchestrate --from t_plan --name t_a {flags}")
+    first = ip.user_ns["t_a"].run
+    assert (first.options.max_workers, first.options.mode) == (1, "pipeline")
+    cell(ip, f"%orchestrate --from t_plan --name t_b --run --wait --store {store}")
+    assert set(ip.user_ns["t_b"].status.values()) == {"cached"}
+    cell(ip, f"%orchestrate --from t_plan --name t_c --run --wait --no-cache --store {store}")
+    assert set(ip.user_ns["t_c"].status.values()) == {"done"}
+
+
+def test_config_settings_take_effect(ip, capsys):
+    ip.run_line_magic("config", 'Orchestra.model = "my-model"')
+    ip.run_line_magic("config", "Orchestra.max_workers = 3")
+    ip.run_line_magic("config", 'Orchestra.store = "redis://:hunter2@127.0.0.1:6379/0"')
+    ip.run_line_magic("orchestra", "config")
+    out = capsys.readouterr().out
+    assert "model        my-model" in out
+    assert "max_workers  3" in out
+    assert "hunter2" not in out and "redis://:***@127.0.0.1:6379/0" in out
+    ip.run_line_magic("config", 'Orchestra.store = "memory://"')
+    ip.user_ns["t_plan"] = PLAN
+    cell(ip, "%orchestrate --from t_plan --name t_cfg --run --wait")
+    run = ip.user_ns["t_cfg"].run
+    assert run.options.max_workers == 3
+    assert {r["model"] for r in ip.server.requests} == {"my-model"}
+
+
+def test_user_errors_are_one_line_usage_errors(ip, monkeypatch, capsys):
+    ip.user_ns["t_cyclic"] = [
+        {"id": "a", "dependencies": ["b"]},
+        {"id": "b", "dependencies": ["a"]},
+    ]
+    assert usage_error(ip, "%orchestrate --from t_cyclic") == (
+        "--from t_cyclic: the plan has a dependency cycle: a -> b -> a"
+    )
+    assert "no variable 't_nothing'" in usage_error(ip, "%orchestrate --from t_nothing")
+    assert "argument --mode: invalid choice: 'fast'" in usage_error(
+        ip, "%%orchestrate --mode fast\ngoal"
+    )
+    assert (
+        usage_error(ip, "%%orchestrate --name 2bad\ngoal")
+        == "--name must be a Python name, not '2bad'"
+    )
+    from tests.support.redis_server import free_port
+
+    message = usage_error(
+        ip, f"%%orchestrate --store redis://:secret@127.0.0.1:{free_port()}/0\ngoal"
+    )
+    assert message.startswith("cannot reach Redis at redis://:***@127.0.0.1:")
+    assert "secret" not in message
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    assert "set OPENAI_API_KEY" in usage_error(ip, "%%orchestrate --store memory://\ngoal")
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+
+
+def test_planning_failure_with_wait_is_a_usage_error(ip):
+    ip.server.responder = lambda request: Reply(content="I cannot plan that, sorry.")
+    message = usage_error(ip, "%%orchestrate --name t_bad --wait --store memory://\ngoal")
+    assert message.startswith("no usable plan after 3 answer(s): the answer contains no JSON plan")
+    assert ip.user_ns["t_bad"].widget.message["level"] == "error"
+
+
+def test_status_runs_show_clear_cache(ip, tmp_path, capsys):
+    store = f"sqlite:///{tmp_path}/h.db"
+    ip.user_ns["t_plan"] = PLAN
+    cell(ip, f"%orchestrate --from t_plan --name t_h --run --wait --store {store}")
+    capsys.readouterr()
+    ip.run_line_magic("orchestra", "status")
+    assert "Orchestration 't_h': run finished · 3/3 done" in capsys.readouterr().out
+    ip.run_line_magic("orchestra", f"runs --store {store}")
+    out = capsys.readouterr().out
+    assert ip.user_ns["t_h"].run.id in out and "finished" in out
+    ip.run_line_magic("orchestra", "show t_h")
+    assert "Orchestration 't_h'" in capsys.readouterr().out
+    assert "no orchestration named 'zz'" in usage_error(ip, "%orchestra show zz")
+    ip.run_line_magic("orchestra", f"clear-cache --store {store}")
+    assert capsys.readouterr().out.startswith("removed 4 entries from sqlite:///")
+
+
+def test_resume_after_a_restart(ip, tmp_path):
+    import time
+
+    store = f"sqlite:///{tmp_path}/resume.db"
+    calls: list[str] = []
+
+    @onb.task_function(name="t_step", version="1")
+    def step(task, inputs):
+        calls.append(task.id)
+        if task.id == "b" and len(calls) < 3:
+            time.sleep(0.6)
+        return task.id
+
+    ip.user_ns["t_plan"] = [
+        {"id": "a", "kind": "python", "function": "t_step"},
+        {"id": "b", "kind": "python", "function": "t_step", "dependencies": ["a"]},
+        {"id": "c", "kind": "python", "function": "t_step", "dependencies": ["b"]},
+    ]
+    cell(ip, f"%orchestrate --from t_plan --name t_first --run --store {store}")
+    first = ip.user_ns["t_first"]
+    wait_for_b = "while t_first.run.status['b'] != 'running':\n    await asyncio.sleep(0.01)"
+    cell(ip, "import asyncio\n" + wait_for_b)
+    first.cancel_all()
+    cell(ip, "await t_first.run")
+    assert first.run.state == "cancelled"
+    assert calls == ["a", "b"]
+
+    cell(ip, f"%orchestra resume {first.run.id} --name t_again --wait --store {store}")
+    again = ip.user_ns["t_again"]
+    assert again.run.ok
+    assert again.run.status == {"a": "done", "b": "done", "c": "done"}
+    assert calls == ["a", "b", "b", "c"]  # a came from the store
