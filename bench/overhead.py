@@ -73,12 +73,15 @@ def run_naive(graph: TaskGraph, workers: int = 8) -> None:
             return tid
 
         while len(done) < len(deps):
-            for tid, parents in deps.items():  # the rescan
-                if len(running) >= workers:
-                    break
-                if tid not in started and all(p in done for p in parents):
-                    started.add(tid)
-                    running.add(asyncio.ensure_future(work(tid)))
+            # the rescan: every task, every time, as a scheduler without indexes would
+            ready = [
+                tid
+                for tid, parents in deps.items()
+                if tid not in started and all(p in done for p in parents)
+            ]
+            for tid in ready[: workers - len(running)]:
+                started.add(tid)
+                running.add(asyncio.ensure_future(work(tid)))
             finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in finished:
                 running.discard(task)

@@ -3,24 +3,35 @@
 Shaped like CPython's ``graphlib.TopologicalSorter``: the caller drives it —
 ``get_ready()`` hands out tasks that may start now (and takes their slots),
 ``done(id)`` / ``failed(id)`` report outcomes, ``requeue(id)`` returns a task
-that waited out a retry backoff. No clock, no threads, no asyncio: the engine
-does the I/O and this module decides.
+that waited out a retry backoff. No clock, no threads, no asyncio, no I/O: the
+engine does the waiting and this module decides.
 
-State, all kept incrementally so a whole run costs O(V + E):
+A task moves through these states::
 
-* ``missing[i]`` — dependencies of task i not yet done; a task becomes ready
-  when it reaches 0 (and it is still pending).
-* ready tasks sit in one heap per *resource class* (the set of pools a task
-  holds), ordered by a precomputed rank (highest priority first, ties in the
-  order given). ``get_ready`` looks only at the top of each class, so a full
-  pool never makes it scan the tasks waiting for that pool, and tasks needing
-  free pools are not blocked behind them.
-* a failure or cancellation skips pending descendants in one traversal that
-  stops at finished tasks; every task is skipped at most once.
+    pending ─► ready ─► running ─► done
+                 ▲         │
+                 │         ├─► waiting ─► (requeue) ─► ready     retries left
+                 │         └─► failed                            descendants ─► skipped
+    any unfinished task ─► cancelled                             descendants ─► skipped
 
-Priorities: ``default_priorities`` ranks by bottom level (the longest chain of
-estimated durations from a task to the end — critical path first), with an
-explicit per-task priority comparing first so it overrides.
+The whole state is kept incrementally, so a run costs O(V + E) plus a heap
+operation per hand-out, however it is driven:
+
+* ``missing[i]`` counts the dependencies of task i not done yet; ``done()``
+  decrements it for each child and a child reaching 0 becomes ready.
+* Ready tasks wait in one heap per *resource class* — the (pool, units) a task
+  holds while running, ``max_workers`` being the pool ``"workers"``. All tasks
+  of a class fit or none does, so ``get_ready`` looks only at the head of each
+  class: a full pool never makes it scan the tasks queued for that pool, and
+  tasks needing free pools are not blocked behind them. Entries are ints,
+  ``rank << 32 | index``, so heap comparisons are integer comparisons.
+* A failure or cancellation skips pending descendants in one walk that stops at
+  tasks already finished; a skipped task is never visited again.
+
+``rank`` orders tasks by priority, highest first, ties in the order given.
+``default_priorities`` gives the usual ranking: critical path first (the
+longest chain of estimated durations from a task to the end), an explicit
+per-task priority comparing first so it overrides.
 """
 
 from __future__ import annotations
@@ -45,10 +56,17 @@ STATES: tuple[TaskState, ...] = (
 )
 _TERMINAL = frozenset({"done", "failed", "cancelled", "skipped"})
 WORKERS = "workers"
+"""The pool ``max_workers`` fills: every task holds one unit of it while running."""
+
+_INDEX = 0xFFFFFFFF  # low 32 bits of a heap entry: the task's index
 
 
 class CycleError(ValueError):
-    """The dependencies contain a cycle; ``cycle`` lists it, each a dependency of the next."""
+    """The dependencies contain a cycle.
+
+    ``cycle`` lists it with the first task repeated at the end, each task a
+    dependency of the next (as in ``graphlib.CycleError``).
+    """
 
     def __init__(self, cycle: list[str]):
         self.cycle = cycle
@@ -57,101 +75,114 @@ class CycleError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """What ``failed()`` decided."""
+    """What ``failed()`` decided, so the engine knows whether to schedule a retry."""
 
     task_id: str
-    retry: bool
-    attempt: int
-    skipped: tuple[str, ...]
+    retry: bool  # True: the task is "waiting"; requeue() it after a backoff
+    attempt: int  # attempts used so far (1 after the first failure)
+    skipped: tuple[str, ...]  # descendants that became "skipped" (empty when retry is True)
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A copy of the whole state at one moment (O(V) to take; for displays, not hot paths)."""
+    """A copy of the whole state at one moment: O(V) to take, for displays and tests."""
 
     states: Mapping[str, TaskState]
-    counts: Mapping[TaskState, int]
+    counts: Mapping[TaskState, int]  # every state, zeros included
     attempts: Mapping[str, int]
     running: frozenset[str]
-    in_use: Mapping[str, int]
+    in_use: Mapping[str, int]  # pool -> units held by running tasks ("workers" included)
 
 
-def _topological(
-    order: list[str], parents: list[list[int]]
-) -> tuple[list[int], list[list[int]]] | CycleError:
-    """Kahn's algorithm over indices: (order, children), or a CycleError (not raised)."""
+# --- graph helpers (pure functions over indices) ------------------------------------------
+
+
+def _index_parents(dependencies: Mapping[str, Iterable[str]]) -> tuple[list[str], list[list[int]]]:
+    """The ids in the order given, and each task's distinct dependencies as indices."""
+    order = list(dependencies)
+    index = {tid: i for i, tid in enumerate(order)}
+    parents: list[list[int]] = []
+    for tid in order:
+        deps = dependencies[tid]
+        if isinstance(deps, str):
+            raise ValueError(
+                f"dependencies of task {tid!r} must be a collection of ids, not the string {deps!r}"
+            )
+        ps = []
+        for dep in dict.fromkeys(deps):  # drops repeats in O(degree), keeps the order
+            j = index.get(dep)
+            if j is None:
+                raise ValueError(f"task {tid!r} depends on unknown task {dep!r}")
+            ps.append(j)
+        parents.append(ps)
+    return order, parents
+
+
+def _topological(order: list[str], parents: list[list[int]]) -> tuple[list[int], list[list[int]]]:
+    """Kahn's algorithm over indices: (a topological order, children lists) or CycleError."""
     n = len(order)
     children: list[list[int]] = [[] for _ in range(n)]
     missing = [len(p) for p in parents]
     for i, ps in enumerate(parents):
         for p in ps:
-            children[p].append(i)
-    queue = [i for i in range(n) if missing[i] == 0]
+            children[p].append(i)  # children end up in the given order
+    stack = [i for i in range(n) if not missing[i]]
     out: list[int] = []
-    while queue:
-        i = queue.pop()
+    while stack:
+        i = stack.pop()
         out.append(i)
         for c in children[i]:
             missing[c] -= 1
-            if missing[c] == 0:
-                queue.append(c)
-    if len(out) == n:
-        return out, children
-    # every task left has a dependency that is also left: walk dependencies until one repeats
-    left = {i for i in range(n) if missing[i] > 0}
-    start = min(left)
+            if not missing[c]:
+                stack.append(c)
+    if len(out) < n:
+        raise CycleError(_find_cycle(order, parents, missing))
+    return out, children
+
+
+def _find_cycle(order: list[str], parents: list[list[int]], missing: list[int]) -> list[str]:
+    """Every task Kahn left has a dependency also left: follow them until one repeats."""
+    left = {i for i in range(len(order)) if missing[i]}
     seen: dict[int, int] = {}
     path: list[int] = []
-    node = start
+    node = min(left)
     while node not in seen:
         seen[node] = len(path)
         path.append(node)
         node = next(p for p in parents[node] if p in left)
     cycle = path[seen[node] :]
-    cycle.reverse()  # dependency first
-    names = [order[i] for i in cycle]
-    return CycleError([*names, names[0]])
-
-
-def _index_parents(dependencies: Mapping[str, Iterable[str]]) -> tuple[list[str], list[list[int]]]:
-    order = list(dependencies)
-    index = {tid: i for i, tid in enumerate(order)}
-    parents: list[list[int]] = []
-    for tid in order:
-        ps = []
-        for dep in dependencies[tid]:
-            j = index.get(dep)
-            if j is None:
-                raise ValueError(f"task {tid!r} depends on unknown task {dep!r}")
-            if j not in ps:
-                ps.append(j)
-        parents.append(ps)
-    return order, parents
-
-
-def bottom_levels(
-    dependencies: Mapping[str, Iterable[str]], durations: Mapping[str, float]
-) -> dict[str, float]:
-    """Longest chain of durations from each task to any sink, its own included. O(V+E)."""
-    order, parents = _index_parents(dependencies)
-    found = _topological(order, parents)
-    if isinstance(found, CycleError):
-        raise found
-    level = _levels(order, parents, found[0], durations)
-    return {tid: level[i] for i, tid in enumerate(order)}
+    cycle.reverse()  # each one a dependency of the next
+    first = cycle.index(min(cycle))  # start at the task given first: the same cycle, same text
+    names = [order[i] for i in cycle[first:] + cycle[:first]]
+    return [*names, names[0]]
 
 
 def _levels(
     order: list[str], parents: list[list[int]], topo: list[int], durations: Mapping[str, float]
 ) -> list[float]:
+    """Bottom level of every task, by index: one pass in reverse topological order."""
     level = [0.0] * len(order)
-    below = [0.0] * len(order)  # best level among children so far
+    below = [0.0] * len(order)  # the best level among the task's children seen so far
     for i in reversed(topo):
-        level[i] = float(durations.get(order[i], 0.0)) + below[i]
+        level[i] = here = float(durations.get(order[i]) or 0.0) + below[i]
         for p in parents[i]:
-            if level[i] > below[p]:
-                below[p] = level[i]
+            if here > below[p]:
+                below[p] = here
     return level
+
+
+def bottom_levels(
+    dependencies: Mapping[str, Iterable[str]], durations: Mapping[str, float]
+) -> dict[str, float]:
+    """Longest chain of durations from each task to any sink, its own included. O(V+E).
+
+    This is HEFT's "upward rank": starting the task with the largest bottom level
+    first keeps the critical path moving. Tasks missing from ``durations`` count 0.
+    """
+    order, parents = _index_parents(dependencies)
+    topo, _children = _topological(order, parents)
+    level = _levels(order, parents, topo, durations)
+    return {tid: level[i] for i, tid in enumerate(order)}
 
 
 def default_priorities(
@@ -159,41 +190,76 @@ def default_priorities(
     durations: Mapping[str, float],
     explicit: Mapping[str, float | None] | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Critical path first: ``(explicit priority or 0, bottom level)``, higher first."""
+    """Critical path first: ``(explicit priority or 0, bottom level)`` per task, higher first.
+
+    The explicit priority compares first, so a user's priority overrides the
+    critical path and the bottom level only breaks ties among equals.
+    """
     levels = bottom_levels(dependencies, durations)
     explicit = explicit or {}
     return {tid: (float(explicit.get(tid) or 0.0), level) for tid, level in levels.items()}
 
 
+def _ranks(order: list[str], values: list[Any]) -> list[int]:
+    """Each task's position when sorted by priority, highest first, ties in the given order."""
+    try:
+        # reverse=True keeps equal keys in their original order (sort stability)
+        ranked = sorted(range(len(order)), key=values.__getitem__, reverse=True)
+    except TypeError:
+        raise ValueError(
+            "priorities must be comparable with each other (numbers, or tuples of numbers of "
+            "one length)"
+        ) from None
+    rank = [0] * len(order)
+    for r, i in enumerate(ranked):
+        rank[i] = r
+    return rank
+
+
+def _zero_like(value: Any) -> Any:
+    """The priority of a task given none: 0, or a tuple of zeros shaped like the others."""
+    return tuple(_zero_like(v) for v in value) if isinstance(value, tuple) else 0
+
+
+def _check_ids(what: str, ids: Iterable[str], index: Mapping[str, int]) -> None:
+    for tid in ids:
+        if tid not in index:
+            raise ValueError(f"{what} names unknown task {tid!r}")
+
+
+# --- the scheduler -----------------------------------------------------------------------
+
+
 class Scheduler:
     """Hands out ready tasks within pool capacities, highest priority first.
 
-    ``dependencies`` maps every task id to the ids it depends on (its order is
-    the tie-break). ``priority`` ranks tasks (higher first); with ``durations``
-    the rank is critical path first (see ``default_priorities``) and ``priority``
-    holds only explicit overrides. ``resources`` maps a task to the units it holds of named
-    ``pools`` while running; ``max_workers`` is one more pool every task holds
-    one unit of. ``retries`` gives extra attempts (per task or for all);
-    ``completed`` names tasks already done before the run (cached results).
+    ``dependencies`` maps every task id to the ids it depends on; its order is
+    the tie-break. ``priority`` ranks tasks, higher first (numbers or tuples;
+    a task it does not name counts 0). Given ``durations``, the ranking is
+    critical path first (see ``default_priorities``) and ``priority`` holds only
+    the explicit per-task overrides. ``resources`` maps a task to the units of
+    named ``pools`` it holds while running; ``max_workers`` is one more pool,
+    ``"workers"``, that every task holds one unit of. ``retries`` gives extra
+    attempts (one number for all, or per task); ``completed`` names tasks done
+    before the run starts (cached results).
     """
 
     __slots__ = (
         "_attempts",
         "_children",
         "_class_of",
-        "_classes",
         "_counts",
         "_heaps",
         "_ids",
         "_in_use",
         "_index",
+        "_limits",
         "_missing",
         "_needs",
-        "_parents",
-        "_pools",
         "_rank",
         "_retries",
         "_state",
+        "_workers",
     )
 
     def __init__(
@@ -209,181 +275,216 @@ class Scheduler:
         completed: Iterable[str] = (),
     ) -> None:
         order, parents = _index_parents(dependencies)
+        topo, self._children = _topological(order, parents)
         n = len(order)
-        found = _topological(order, parents)
-        if isinstance(found, CycleError):
-            raise found
-        topo, self._children = found
+        index = {tid: i for i, tid in enumerate(order)}
         self._ids = order
-        self._index = {tid: i for i, tid in enumerate(order)}
-        self._parents = parents
+        self._index = index
 
-        capacities = {str(k): int(v) for k, v in (pools or {}).items()}
-        for pool, capacity in capacities.items():
-            if capacity < 1:
-                raise ValueError(
-                    f"pool {pool!r} must have a capacity of at least 1, not {capacity}"
-                )
-        if max_workers is not None:
-            if max_workers < 1:
-                raise ValueError(f"max_workers must be at least 1, not {max_workers}")
-            capacities[WORKERS] = max_workers
-        self._pools = capacities
+        capacities = self._capacities(pools, max_workers)
+        self._workers = max_workers
         self._in_use = dict.fromkeys(capacities, 0)
+        self._classify(order, resources or {}, capacities, index)
+        self._rank = self._rank_tasks(order, parents, topo, index, priority, durations)
+        self._retries = self._retry_budget(order, retries, index)
 
-        # resource classes: tasks holding the same units of the same pools share a heap
-        resources = resources or {}
-        classes: dict[tuple[tuple[str, int], ...], int] = {}
-        self._class_of = [0] * n
-        self._needs: list[tuple[tuple[str, int], ...]] = []
-        plain = ((WORKERS, 1),) if max_workers is not None else ()
-        for i, tid in enumerate(order):
-            wanted = resources.get(tid)
-            if not wanted:  # the common case: only a worker slot
-                need = plain
-            else:
-                need = self._need_of(tid, wanted, capacities, max_workers is not None)
-            cls = classes.get(need)
-            if cls is None:
-                cls = classes[need] = len(self._needs)
-                self._needs.append(need)
-            self._class_of[i] = cls
-        self._classes = len(self._needs)
-        self._heaps: list[list[int]] = [[] for _ in range(self._classes)]
-
-        # rank: position when sorted by priority, highest first; ties keep the given order.
-        # With durations, the priority is (explicit priority or 0, bottom level): critical
-        # path first, an explicit priority overriding.
-        if durations is not None:
-            explicit = priority or {}
-            level = _levels(order, parents, topo, durations)
-            boost = [float(explicit.get(tid) or 0.0) for tid in order] if explicit else None
-            if boost is None:
-                ranked = sorted(range(n), key=lambda i: -level[i])
-            else:
-                ranked = sorted(range(n), key=lambda i: (-boost[i], -level[i]))
-            priority = None
-        elif priority:
-            default = _zero_like(next(iter(priority.values())))
-            ranked = sorted(range(n), key=lambda i: _neg(priority.get(order[i], default)))
-        else:
-            ranked = None
-        if ranked is not None:
-            rank = [0] * n
-            for r, i in enumerate(ranked):
-                rank[i] = r
-            self._rank = rank
-        else:
-            self._rank = list(range(n))
-
-        if isinstance(retries, int):
-            self._retries = [retries] * n
-        else:
-            self._retries = [int(retries.get(tid, 0)) for tid in order]
         self._attempts = [0] * n
         self._state: list[TaskState] = ["pending"] * n
         self._counts: dict[TaskState, int] = dict.fromkeys(STATES, 0)
         self._counts["pending"] = n
         self._missing = [len(ps) for ps in parents]
-        self._start_ready(completed, topo)
+        self._start(completed, topo)
+
+    # --- construction ------------------------------------------------------------------
 
     @staticmethod
-    def _need_of(
-        tid: str, wanted: Mapping[str, int], capacities: dict[str, int], workers: bool
-    ) -> tuple[tuple[str, int], ...]:
-        """The (pool, units) a task holds while running; refuses pools that cannot hold it."""
-        wants = dict(wanted)
-        for pool, units in wants.items():
-            if pool not in capacities or pool == WORKERS:
-                known = ", ".join(sorted(p for p in capacities if p != WORKERS)) or "none"
+    def _capacities(pools: Mapping[str, int] | None, max_workers: int | None) -> dict[str, int]:
+        capacities: dict[str, int] = {}
+        for pool, capacity in (pools or {}).items():
+            if pool == WORKERS:
+                raise ValueError(f"pool name {WORKERS!r} is reserved for max_workers")
+            if capacity < 1:
                 raise ValueError(
-                    f"task {tid!r} needs pool {pool!r}, which does not exist (pools: {known})"
+                    f"pool {pool!r} must have a capacity of at least 1, not {capacity}"
                 )
-            if units > capacities[pool]:
-                raise ValueError(
-                    f"task {tid!r} needs {units} units of pool {pool!r} but its capacity "
-                    f"is {capacities[pool]}"
-                )
-        if workers:
-            wants[WORKERS] = 1
-        return tuple(sorted((p, u) for p, u in wants.items() if u > 0))
+            capacities[pool] = capacity
+        if max_workers is not None:
+            if max_workers < 1:
+                raise ValueError(f"max_workers must be at least 1, not {max_workers}")
+            capacities[WORKERS] = max_workers
+        return capacities
 
-    def _start_ready(self, completed: Iterable[str], topo: list[int]) -> None:
-        children = self._children
-        done_now = []
+    def _classify(
+        self,
+        order: list[str],
+        resources: Mapping[str, Mapping[str, int]],
+        capacities: dict[str, int],
+        index: Mapping[str, int],
+    ) -> None:
+        """Group tasks by what they hold while running: one ready heap per distinct need."""
+        _check_ids("resources", resources, index)
+        workers = WORKERS in capacities
+        plain = ((WORKERS, 1),) if workers else ()
+        classes: dict[tuple[tuple[str, int], ...], int] = {plain: 0}
+        needs = [plain]
+        class_of = [0] * len(order)
+        for tid, wanted in resources.items():
+            if not wanted:
+                continue
+            need = _need_of(tid, wanted, capacities, workers)
+            cls = classes.get(need)
+            if cls is None:
+                cls = classes[need] = len(needs)
+                needs.append(need)
+            class_of[index[tid]] = cls
+        self._needs = needs
+        # a class fits when every pool it needs has in_use <= capacity - units
+        self._limits = [tuple((p, capacities[p] - u) for p, u in need) for need in needs]
+        self._class_of = class_of
+        self._heaps: list[list[int]] = [[] for _ in needs]
+
+    @staticmethod
+    def _rank_tasks(
+        order: list[str],
+        parents: list[list[int]],
+        topo: list[int],
+        index: Mapping[str, int],
+        priority: Mapping[str, Any] | None,
+        durations: Mapping[str, float] | None,
+    ) -> list[int]:
+        if priority:
+            _check_ids("priority", priority, index)
+        if durations is not None:
+            level = _levels(order, parents, topo, durations)
+            if not priority:
+                return _ranks(order, level)
+            boost = [float(priority.get(tid) or 0.0) for tid in order]
+            return _ranks(order, list(zip(boost, level, strict=True)))
+        if not priority:
+            return list(range(len(order)))
+        given = [v for v in priority.values() if v is not None]
+        default = _zero_like(given[0]) if given else 0
+        values = [priority.get(tid) for tid in order]
+        return _ranks(order, [default if v is None else v for v in values])
+
+    @staticmethod
+    def _retry_budget(
+        order: list[str], retries: Mapping[str, int] | int, index: Mapping[str, int]
+    ) -> list[int]:
+        if isinstance(retries, int):
+            if retries < 0:
+                raise ValueError(f"retries must be at least 0, not {retries}")
+            return [retries] * len(order)
+        _check_ids("retries", retries, index)
+        for tid, extra in retries.items():
+            if extra < 0:
+                raise ValueError(f"retries of task {tid!r} must be at least 0, not {extra}")
+        return [retries.get(tid, 0) for tid in order]
+
+    def _start(self, completed: Iterable[str], topo: list[int]) -> None:
+        """Mark cached tasks done, then queue every pending task with nothing missing."""
+        index, state, missing, children = self._index, self._state, self._missing, self._children
         for tid in completed:
-            i = self._index.get(tid)
+            i = index.get(tid)
             if i is None:
                 raise ValueError(f"completed names unknown task {tid!r}")
-            if self._state[i] != "done":
+            if state[i] != "done":
                 self._move(i, "done")
-                done_now.append(i)
-        for i in done_now:
-            for c in children[i]:
-                self._missing[c] -= 1
+                for c in children[i]:
+                    missing[c] -= 1
         for i in topo:
-            if self._state[i] == "pending" and self._missing[i] == 0:
+            if not missing[i] and state[i] == "pending":
                 self._make_ready(i)
 
-    # --- queries ---------------------------------------------------------------------
+    # --- queries -----------------------------------------------------------------------
 
     @property
     def order(self) -> tuple[str, ...]:
+        """The task ids in the order given."""
         return tuple(self._ids)
 
     def state(self, task_id: str) -> TaskState:
         return self._state[self._i(task_id)]
 
     def attempts(self, task_id: str) -> int:
+        """How many times ``get_ready`` has handed the task out."""
         return self._attempts[self._i(task_id)]
 
     def count(self, state: TaskState) -> int:
+        """How many tasks are in ``state`` now (kept as states change: O(1))."""
         return self._counts[state]
 
     def is_active(self) -> bool:
-        """True while any task is not finished (done, failed, cancelled or skipped)."""
+        """True while some task is not finished (done, failed, cancelled or skipped)."""
         c = self._counts
-        return c["done"] + c["failed"] + c["cancelled"] + c["skipped"] < len(self._ids)
+        return c["pending"] + c["ready"] + c["running"] + c["waiting"] > 0
 
     def snapshot(self) -> Snapshot:
-        ids = self._ids
+        ids, state = self._ids, self._state
         return Snapshot(
-            states={tid: self._state[i] for i, tid in enumerate(ids)},
+            states=dict(zip(ids, state, strict=True)),
             counts=dict(self._counts),
-            attempts={tid: self._attempts[i] for i, tid in enumerate(ids)},
-            running=frozenset(tid for i, tid in enumerate(ids) if self._state[i] == "running"),
+            attempts=dict(zip(ids, self._attempts, strict=True)),
+            running=frozenset(tid for tid, s in zip(ids, state, strict=True) if s == "running"),
             in_use=dict(self._in_use),
         )
 
-    # --- handing out work ------------------------------------------------------------
+    # --- handing out work --------------------------------------------------------------
 
     def get_ready(self, limit: int | None = None) -> list[str]:
-        """Ready tasks that fit in the pools now, best first; they become running."""
+        """Start as many ready tasks as the pools allow (at most ``limit``), best first.
+
+        The tasks become running and hold their slots until ``done``, ``failed``
+        or ``cancel``. Returns ``[]`` when nothing can start now.
+        """
+        in_use = self._in_use
+        if self._workers is not None and in_use[WORKERS] >= self._workers:
+            return []  # every task needs a worker: no need to look at the queues
+        heaps, limits, state = self._heaps, self._limits, self._state
+        # classes whose head can start now; in_use only grows during this call, so a
+        # class that does not fit now will not fit later in it either
+        open_classes = []
+        for cls, heap in enumerate(heaps):
+            while heap and state[heap[0] & _INDEX] != "ready":
+                heapq.heappop(heap)  # a ready task cancelled since it was queued
+            if heap:
+                for p, most in limits[cls]:
+                    if in_use[p] > most:
+                        break
+                else:
+                    open_classes.append(cls)
         out: list[str] = []
-        heaps, needs, in_use, pools = self._heaps, self._needs, self._in_use, self._pools
-        state = self._state
-        while limit is None or len(out) < limit:
-            best = -1
-            best_rank = 0
-            for cls in range(self._classes):
-                heap = heaps[cls]
-                while heap and state[heap[0] & 0xFFFFFFFF] != "ready":
-                    heapq.heappop(heap)  # lazily drop cancelled entries
-                if not heap:
-                    continue
-                r = heap[0] >> 32
-                if best >= 0 and r >= best_rank:
-                    continue
-                if all(in_use[p] + u <= pools[p] for p, u in needs[cls]):
-                    best, best_rank = cls, r
-            if best < 0:
-                break
-            i = heapq.heappop(heaps[best]) & 0xFFFFFFFF
+        if not open_classes:
+            return out
+        wanted = len(self._ids) if limit is None else limit
+        ids, needs, attempts, counts = self._ids, self._needs, self._attempts, self._counts
+        while open_classes and len(out) < wanted:
+            best = open_classes[0]
+            if len(open_classes) > 1:
+                head = heaps[best][0]
+                for cls in open_classes:
+                    if heaps[cls][0] < head:
+                        best, head = cls, heaps[cls][0]
+            i = heapq.heappop(heaps[best]) & _INDEX
             for p, u in needs[best]:
                 in_use[p] += u
-            self._move(i, "running")
-            self._attempts[i] += 1
-            out.append(self._ids[i])
+            state[i] = "running"
+            attempts[i] += 1
+            out.append(ids[i])
+            still_open = []
+            for cls in open_classes:
+                heap = heaps[cls]
+                while heap and state[heap[0] & _INDEX] != "ready":
+                    heapq.heappop(heap)
+                if heap:
+                    for p, most in limits[cls]:
+                        if in_use[p] > most:
+                            break
+                    else:
+                        still_open.append(cls)
+            open_classes = still_open
+        counts["ready"] -= len(out)
+        counts["running"] += len(out)
         return out
 
     def done(self, task_id: str) -> list[str]:
@@ -395,13 +496,18 @@ class Scheduler:
         missing, state = self._missing, self._state
         for c in self._children[i]:
             missing[c] -= 1
-            if missing[c] == 0 and state[c] == "pending":
+            # a child already done (a cached result) stays done
+            if not missing[c] and state[c] == "pending":
                 self._make_ready(c)
                 ready.append(self._ids[c])
         return ready
 
     def failed(self, task_id: str, *, retryable: bool = True) -> Failure:
-        """A running task failed: retry it later if it may, else fail it and skip descendants."""
+        """A running task failed: it waits for a retry if it may, else it fails.
+
+        A task fails for good when ``retryable`` is false or it has used all
+        ``retries + 1`` attempts; its pending descendants are then skipped.
+        """
         i = self._running(task_id)
         self._release(i)
         attempt = self._attempts[i]
@@ -412,7 +518,7 @@ class Scheduler:
         return Failure(task_id, False, attempt, self._skip_below(i))
 
     def requeue(self, task_id: str) -> None:
-        """A waiting task's backoff is over: it is ready again."""
+        """A waiting task's backoff is over: queue it again."""
         i = self._i(task_id)
         if self._state[i] != "waiting":
             raise ValueError(
@@ -421,21 +527,25 @@ class Scheduler:
         self._make_ready(i)
 
     def cancel(self, task_id: str) -> tuple[str, ...]:
-        """Cancel one unfinished task (freeing its slots); return the descendants skipped."""
+        """Cancel one unfinished task (freeing its slots); return the descendants skipped.
+
+        Cancelling a finished task does nothing and returns ``()``.
+        """
         i = self._i(task_id)
         current = self._state[i]
         if current in _TERMINAL:
             return ()
         if current == "running":
             self._release(i)
-        self._move(i, "cancelled")
+        self._move(i, "cancelled")  # a queued entry is dropped when it reaches a heap's top
         return self._skip_below(i)
 
     def cancel_all(self) -> tuple[str, ...]:
-        """Cancel every unfinished task; return their ids in the given order."""
+        """Cancel every unfinished task, running ones included; return them in the given order."""
         out = []
+        state = self._state
         for i, tid in enumerate(self._ids):
-            current = self._state[i]
+            current = state[i]
             if current in _TERMINAL:
                 continue
             if current == "running":
@@ -444,7 +554,7 @@ class Scheduler:
             out.append(tid)
         return tuple(out)
 
-    # --- internals -------------------------------------------------------------------------
+    # --- internals ---------------------------------------------------------------------
 
     def _i(self, task_id: str) -> int:
         try:
@@ -466,7 +576,7 @@ class Scheduler:
 
     def _make_ready(self, i: int) -> None:
         self._move(i, "ready")
-        heapq.heappush(self._heaps[self._class_of[i]], (self._rank[i] << 32) | i)
+        heapq.heappush(self._heaps[self._class_of[i]], self._rank[i] << 32 | i)
 
     def _release(self, i: int) -> None:
         in_use = self._in_use
@@ -474,27 +584,47 @@ class Scheduler:
             in_use[p] -= u
 
     def _skip_below(self, i: int) -> tuple[str, ...]:
-        """Skip every pending task reachable from i through unfinished tasks."""
+        """Skip every pending task reachable from task i through pending tasks.
+
+        Everything below an unfinished task is pending (nothing below it could
+        start), except below tasks already done from the cache, where the walk
+        stops. A skipped task is never pending again, so no task is walked twice
+        over a whole run.
+        """
         skipped = []
-        stack = list(self._children[i])
-        state = self._state
+        state, children = self._state, self._children
+        stack = list(children[i])
         while stack:
             c = stack.pop()
             if state[c] != "pending":
-                continue  # finished tasks (e.g. cached) stop the walk; skipped ones were visited
+                continue
             self._move(c, "skipped")
             skipped.append(c)
-            stack.extend(self._children[c])
+            stack.extend(children[c])
         skipped.sort()
         return tuple(self._ids[c] for c in skipped)
 
 
-def _zero_like(value: Any) -> Any:
-    return tuple(0 for _ in value) if isinstance(value, tuple) else 0
-
-
-def _neg(value: Any) -> Any:
-    """A sort key that orders descending for numbers and tuples of numbers."""
-    if isinstance(value, tuple):
-        return tuple(-v for v in value)
-    return -value
+def _need_of(
+    tid: str, wanted: Mapping[str, int], capacities: Mapping[str, int], workers: bool
+) -> tuple[tuple[str, int], ...]:
+    """The (pool, units) a task holds while running; refuses needs no pool can meet."""
+    need = []
+    for pool, units in wanted.items():
+        if pool == WORKERS or pool not in capacities:
+            known = ", ".join(sorted(p for p in capacities if p != WORKERS)) or "none"
+            raise ValueError(
+                f"task {tid!r} needs pool {pool!r}, which does not exist (pools: {known})"
+            )
+        if units < 0:
+            raise ValueError(f"task {tid!r} needs {units} units of pool {pool!r}; the least is 0")
+        if units > capacities[pool]:
+            raise ValueError(
+                f"task {tid!r} needs {units} units of pool {pool!r} but its capacity "
+                f"is {capacities[pool]}"
+            )
+        if units:
+            need.append((pool, units))
+    if workers:
+        need.append((WORKERS, 1))
+    return tuple(sorted(need))

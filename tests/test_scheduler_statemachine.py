@@ -1,4 +1,9 @@
-"""The scheduler under random DAGs, pools, failures, retries and cancellations."""
+"""The scheduler against a naive reference model, under random DAGs, pools and outcomes.
+
+The model recomputes everything from scratch after each step (which tasks are
+ready, what fits in the pools, what a failure skips); the scheduler must agree
+with it exactly while keeping its own state incrementally.
+"""
 
 from __future__ import annotations
 
@@ -12,154 +17,290 @@ from hypothesis.stateful import (
     rule,
 )
 
-from orchestra_nb._scheduler import STATES, Scheduler
+from orchestra_nb._scheduler import STATES, Failure, Scheduler
+
+TERMINAL = {"done", "failed", "cancelled", "skipped"}
+POOLS = ("gpu", "llm", "mem")
 
 
 @st.composite
 def dags(draw, max_tasks: int = 14):
+    """Random DAGs: edges only from a lower index to a higher one, so never a cycle."""
     n = draw(st.integers(1, max_tasks))
     ids = [f"t{i}" for i in range(n)]
-    deps = {
-        tid: draw(st.lists(st.sampled_from(ids[:i]), unique=True)) if i else []
+    return {
+        tid: draw(st.lists(st.sampled_from(ids[:i]), unique=True, max_size=4)) if i else []
         for i, tid in enumerate(ids)
     }
-    return deps
+
+
+@st.composite
+def resource_setups(draw, ids):
+    """Random pool capacities and, for some tasks, the units of each pool they hold."""
+    pools = draw(st.dictionaries(st.sampled_from(POOLS), st.integers(1, 3)))
+    resources = {}
+    for tid in ids:
+        if pools and draw(st.booleans()):
+            names = draw(st.lists(st.sampled_from(sorted(pools)), min_size=1, unique=True))
+            resources[tid] = {p: draw(st.integers(0, pools[p])) for p in names}
+    return pools, resources
 
 
 class SchedulerMachine(RuleBasedStateMachine):
-    @initialize(
-        deps=dags(),
-        max_workers=st.none() | st.integers(1, 4),
-        retries=st.integers(0, 2),
-        data=st.data(),
-    )
-    def setup(self, deps, max_workers, retries, data):
+    @initialize(deps=dags(), data=st.data())
+    def setup(self, deps, data):
+        draw = data.draw
         self.deps = deps
         self.ids = list(deps)
-        self.pools = data.draw(st.dictionaries(st.sampled_from(["p", "q"]), st.integers(1, 3)))
-        self.resources = {}
-        for tid in self.ids:
-            if self.pools and data.draw(st.booleans()):
-                pool = data.draw(st.sampled_from(sorted(self.pools)))
-                self.resources[tid] = {pool: data.draw(st.integers(1, self.pools[pool]))}
-        self.max_workers = max_workers
-        self.retries = retries
+        self.children = {t: [c for c in self.ids if t in deps[c]] for t in self.ids}
+        self.pools, self.resources = draw(resource_setups(self.ids))
+        self.max_workers = draw(st.none() | st.integers(1, 4))
+        retries = draw(
+            st.integers(0, 2) | st.dictionaries(st.sampled_from(self.ids), st.integers(0, 2))
+        )
+        self.retries = (
+            dict.fromkeys(self.ids, retries)
+            if isinstance(retries, int)
+            else {t: retries.get(t, 0) for t in self.ids}
+        )
+        explicit = draw(st.dictionaries(st.sampled_from(self.ids), st.integers(-2, 3)))
+        durations = draw(
+            st.none() | st.fixed_dictionaries({t: st.integers(0, 5) for t in self.ids})
+        )
+        completed = draw(st.lists(st.sampled_from(self.ids), unique=True, max_size=3))
+
         self.s = Scheduler(
             deps,
+            priority=explicit,
+            durations=durations,
             resources=self.resources,
             pools=self.pools,
-            max_workers=max_workers,
+            max_workers=self.max_workers,
             retries=retries,
-            priority={tid: data.draw(st.integers(0, 3)) for tid in self.ids},
+            completed=completed,
         )
-        self.started: list[str] = []
-        self.stopped: set[str] = set()  # failed or cancelled on purpose
 
-    def _in(self, state):
-        return [t for t in self.ids if self.s.state(t) == state]
+        # the reference model
+        position = {t: k for k, t in enumerate(self.ids)}
+        if durations is None:
+            key = {t: (-explicit.get(t, 0), position[t]) for t in self.ids}
+        else:
+            level = {}
+            for t in reversed(self.ids):  # children have higher indices
+                level[t] = durations[t] + max((level[c] for c in self.children[t]), default=0)
+            key = {t: (-explicit.get(t, 0), -level[t], position[t]) for t in self.ids}
+        self.rank = sorted(self.ids, key=key.__getitem__)
+        self.state = dict.fromkeys(self.ids, "pending")
+        for t in completed:
+            self.state[t] = "done"
+        self.attempts = dict.fromkeys(self.ids, 0)
+        self.promote()
+        self.steps = 0
 
-    @rule()
-    def get_ready(self):
-        for tid in self.s.get_ready():
-            for dep in self.deps[tid]:
-                assert self.s.state(dep) == "done", f"{tid} started before {dep} was done"
-            self.started.append(tid)
+    # --- the model -----------------------------------------------------------------------
+
+    def need(self, tid):
+        need = {p: u for p, u in self.resources.get(tid, {}).items() if u}
+        if self.max_workers is not None:
+            need["workers"] = 1
+        return need
+
+    def in_use(self):
+        used = dict.fromkeys(self.pools, 0)
+        if self.max_workers is not None:
+            used["workers"] = 0
+        for t in self.ids:
+            if self.state[t] == "running":
+                for p, u in self.need(t).items():
+                    used[p] += u
+        return used
+
+    def capacity(self, pool):
+        return self.max_workers if pool == "workers" else self.pools[pool]
+
+    def promote(self):
+        """Pending tasks whose dependencies are all done become ready; return them in order."""
+        out = [
+            t
+            for t in self.ids
+            if self.state[t] == "pending" and all(self.state[d] == "done" for d in self.deps[t])
+        ]
+        for t in out:
+            self.state[t] = "ready"
+        return out
+
+    def skip_below(self, tid):
+        skipped, stack = set(), list(self.children[tid])
+        while stack:
+            c = stack.pop()
+            if self.state[c] == "pending":
+                self.state[c] = "skipped"
+                skipped.add(c)
+                stack.extend(self.children[c])
+        return tuple(t for t in self.ids if t in skipped)
+
+    def in_state(self, state):
+        return [t for t in self.ids if self.state[t] == state]
+
+    # --- rules ---------------------------------------------------------------------------
+
+    @rule(limit=st.none() | st.integers(0, 3))
+    def get_ready(self, limit):
+        self.steps += 1
+        got = self.s.get_ready(limit)
+        # the model: repeatedly start the best-ranked ready task that fits
+        expected, used = [], self.in_use()
+        while limit is None or len(expected) < limit:
+            for t in self.rank:
+                need = self.need(t)
+                fits = all(used[p] + u <= self.capacity(p) for p, u in need.items())
+                if self.state[t] == "ready" and t not in expected and fits:
+                    expected.append(t)
+                    for p, u in need.items():
+                        used[p] += u
+                    break
+            else:
+                break
+        assert got == expected
+        for t in got:
+            assert all(self.state[d] == "done" for d in self.deps[t]), f"{t} started too early"
+            self.state[t] = "running"
+            self.attempts[t] += 1
+        # no deadlock: with nothing running or waiting, an empty hand-out means the end
+        idle = not self.in_state("running") and not self.in_state("waiting")
+        if idle and not got and limit != 0:
+            assert all(self.state[t] in TERMINAL for t in self.ids)
+            assert not self.s.is_active()
 
     @precondition(lambda self: self.s.count("running") > 0)
     @rule(data=st.data())
     def done(self, data):
-        self.s.done(data.draw(st.sampled_from(self._in("running"))))
+        self.steps += 1
+        tid = data.draw(st.sampled_from(self.in_state("running")))
+        became_ready = self.s.done(tid)
+        self.state[tid] = "done"
+        assert became_ready == self.promote()
+        assert set(became_ready) <= set(self.children[tid])
 
     @precondition(lambda self: self.s.count("running") > 0)
     @rule(data=st.data(), retryable=st.booleans())
     def fail(self, data, retryable):
-        tid = data.draw(st.sampled_from(self._in("running")))
+        self.steps += 1
+        tid = data.draw(st.sampled_from(self.in_state("running")))
         outcome = self.s.failed(tid, retryable=retryable)
-        if not outcome.retry:
-            self.stopped.add(tid)
+        attempt = self.attempts[tid]
+        if retryable and attempt <= self.retries[tid]:
+            self.state[tid] = "waiting"
+            assert outcome == Failure(tid, True, attempt, ())
+        else:
+            self.state[tid] = "failed"
+            assert outcome == Failure(tid, False, attempt, self.skip_below(tid))
 
     @precondition(lambda self: self.s.count("waiting") > 0)
     @rule(data=st.data())
     def requeue(self, data):
-        self.s.requeue(data.draw(st.sampled_from(self._in("waiting"))))
+        self.steps += 1
+        tid = data.draw(st.sampled_from(self.in_state("waiting")))
+        self.s.requeue(tid)
+        self.state[tid] = "ready"
 
     @rule(data=st.data())
     def cancel(self, data):
+        self.steps += 1
         tid = data.draw(st.sampled_from(self.ids))
-        if self.s.state(tid) not in ("done", "failed", "cancelled", "skipped"):
-            self.stopped.add(tid)
-        self.s.cancel(tid)
+        skipped = self.s.cancel(tid)
+        if self.state[tid] in TERMINAL:
+            assert skipped == ()
+        else:
+            self.state[tid] = "cancelled"
+            assert skipped == self.skip_below(tid)
+
+    @precondition(lambda self: self.steps >= 25)
+    @rule()
+    def cancel_all(self):
+        expected = tuple(t for t in self.ids if self.state[t] not in TERMINAL)
+        assert self.s.cancel_all() == expected
+        for t in expected:
+            self.state[t] = "cancelled"
+
+    # --- invariants ----------------------------------------------------------------------
 
     @invariant()
-    def bounds_hold(self):
+    def states_match_the_model(self):
         snap = self.s.snapshot()
-        running = [t for t in self.ids if snap.states[t] == "running"]
-        if self.max_workers is not None:
-            assert len(running) <= self.max_workers
-            assert snap.in_use["workers"] == len(running)
-        for pool, capacity in self.pools.items():
-            used = sum(self.resources.get(t, {}).get(pool, 0) for t in running)
-            assert used == snap.in_use[pool] <= capacity
-
-    @invariant()
-    def attempts_bounded(self):
-        for tid in self.ids:
-            assert self.s.attempts(tid) <= self.retries + 1
-
-    @invariant()
-    def running_tasks_have_their_dependencies(self):
-        for tid in self._in("running"):
-            assert all(self.s.state(d) == "done" for d in self.deps[tid])
+        assert snap.states == self.state
+        assert all(self.s.state(t) == self.state[t] for t in self.ids)
+        assert snap.running == frozenset(self.in_state("running"))
+        assert self.s.is_active() == any(s not in TERMINAL for s in self.state.values())
 
     @invariant()
     def counts_partition_the_tasks(self):
         snap = self.s.snapshot()
+        assert list(snap.counts) == list(STATES)
         assert sum(snap.counts.values()) == len(self.ids)
         for state in STATES:
-            assert snap.counts[state] == sum(1 for t in self.ids if snap.states[t] == state)
+            assert self.s.count(state) == snap.counts[state] == len(self.in_state(state))
 
     @invariant()
-    def skipped_only_below_a_stopped_task(self):
-        for tid in self._in("skipped"):
-            stack, seen, found = list(self.deps[tid]), set(), False
+    def running_tasks_have_their_dependencies(self):
+        for tid in self.in_state("running"):
+            assert all(self.state[d] == "done" for d in self.deps[tid])
+
+    @invariant()
+    def attempts_bounded(self):
+        snap = self.s.snapshot()
+        assert snap.attempts == self.attempts
+        for tid in self.ids:
+            assert self.s.attempts(tid) <= self.retries[tid] + 1
+
+    @invariant()
+    def pools_within_capacity(self):
+        in_use = self.s.snapshot().in_use
+        assert in_use == self.in_use()
+        for pool, used in in_use.items():
+            assert 0 <= used <= self.capacity(pool)
+        if self.max_workers is not None:
+            assert self.s.count("running") <= self.max_workers
+
+    @invariant()
+    def skipped_only_below_a_failed_or_cancelled_task(self):
+        for tid in self.in_state("skipped"):
+            stack, seen = list(self.deps[tid]), set()
             while stack:
                 d = stack.pop()
-                if d in seen:
-                    continue
-                seen.add(d)
-                if d in self.stopped:
-                    found = True
-                    break
-                stack.extend(self.deps[d])
-            assert found, f"{tid} skipped without a failed or cancelled ancestor"
+                if d not in seen:
+                    seen.add(d)
+                    stack.extend(self.deps[d])
+            assert any(self.state[d] in ("failed", "cancelled") for d in seen), tid
 
     @invariant()
-    def no_deadlock(self):
-        # with nothing running or waiting, either something can start or everything is over
-        idle = self.s.count("running") == 0 and self.s.count("waiting") == 0
-        if idle and self.s.count("ready") == 0:
-            assert not self.s.is_active(), "pending tasks but nothing can ever run"
+    def idle_means_finished_or_startable(self):
+        if not self.in_state("running") and not self.in_state("waiting"):
+            assert self.in_state("ready") or not self.s.is_active()
 
 
 SchedulerMachine.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=40, deadline=None
+    max_examples=200, stateful_step_count=40, deadline=None
 )
-TestScheduler = SchedulerMachine.TestCase
+TestSchedulerMachine = SchedulerMachine.TestCase
 
 
 @settings(max_examples=150, deadline=None)
-@given(dags(max_tasks=25), st.integers(1, 5), st.randoms(use_true_random=False))
-def test_all_successes_finish_in_topological_order(deps, workers, rng):
-    s = Scheduler(deps, max_workers=workers)
+@given(dags(max_tasks=30), st.none() | st.integers(1, 5), st.data())
+def test_all_successes_finish_every_task_in_topological_order(deps, workers, data):
+    pools, resources = data.draw(resource_setups(list(deps)))
+    s = Scheduler(deps, max_workers=workers, pools=pools, resources=resources)
     finished: list[str] = []
     running: list[str] = []
     while s.is_active():
         running.extend(s.get_ready())
-        assert running, "deadlock: active but nothing runs"
-        tid = running.pop(rng.randrange(len(running)))
+        assert running, "deadlock: tasks left but none can start"
+        tid = running.pop(data.draw(st.integers(0, len(running) - 1)))
         s.done(tid)
         finished.append(tid)
+    assert s.get_ready() == []
     assert sorted(finished) == sorted(deps)
+    assert s.count("done") == len(deps)
     position = {t: i for i, t in enumerate(finished)}
     for tid, parents in deps.items():
         for dep in parents:
