@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 import orchestra_nb as onb
 from orchestra_nb import ReplayLLM, decompose
 from orchestra_nb.llm import ScriptedLLM
-from tests.support.jupyter_server import JupyterLab, chromium_page, write_notebook
+from tests.support.jupyter_server import JupyterLab, chromium_page, run_cell, write_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -131,67 +130,67 @@ def all_nodes(page, statuses: tuple[str, ...], count: int, timeout: float = 60_0
 def test_plan_inspect_edit_and_run_in_jupyterlab(lab):
     SHOTS.mkdir(parents=True, exist_ok=True)
     with chromium_page() as page:
-        page.goto(lab.notebook_url("demo.ipynb"))
-        page.wait_for_selector(".jp-Notebook", timeout=90_000)
-        page.wait_for_selector(
-            ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000
-        )
-        page.locator(".jp-Cell").nth(0).click()
-        for _ in range(3):  # the extension, the function, the %%orchestrate cell
-            page.keyboard.press("Shift+Enter")
-            time.sleep(0.3)
-
-        # the widget appears and the first run (planning from the recording, then the run) ends
-        page.wait_for_selector(".onb-root g.node", timeout=90_000)
-        all_nodes(page, ("done",), 3)
-        page.screenshot(path=str(SHOTS / "1-widget-shown-after-run.png"))
-
-        # clicking a node shows its description and its result in the inspector
-        page.locator("#node-task_1").click()
-        page.wait_for_selector("[data-testid=inspector-description]")
-        assert page.inner_text("[data-testid=inspector-title]") == "Market size"
-        assert (
-            page.inner_text("[data-testid=inspector-description]")
-            == "Estimate the market size by 2030"
-        )
-        page.wait_for_selector("[data-testid=result] strong")
-        assert "$8 bn" in page.inner_text("[data-testid=result]")
-        page.screenshot(path=str(SHOTS / "2-node-selected-inspector.png"))
-
-        # add a dependency through the UI: select task_2, "Depends on…", click task_1
-        page.locator("#node-task_2").click()
-        page.click("[data-testid=depends-on]")
-        page.locator("#node-task_1").click()
-        page.wait_for_function(
-            "() => document.querySelector('[data-testid=message]').textContent"
-            ".includes(\"'task_2' now depends on 'task_1'\")"
-        )
-        page.wait_for_selector(".onb-root g.node.stale")  # edited task and its descendant
-        page.screenshot(path=str(SHOTS / "3-dependency-added-stale.png"))
-
-        # the Python side sees the edit
-        cell = page.locator(".jp-Cell").nth(3)
-        cell.locator(".jp-InputArea-editor").click()
-        page.keyboard.press("Shift+Enter")
-        output = cell.locator(".jp-OutputArea-output")
-        output.wait_for(timeout=30_000)
-        assert output.inner_text().strip() == "deps: ('task_1',)"
-
-        # press Run: the edited task runs again (seen running), the rest comes from the cache
-        page.click("[data-testid=run]")
-        page.wait_for_selector("#node-task_2[data-status=running]", timeout=30_000)
-        page.screenshot(path=str(SHOTS / "4-mid-run.png"))
-        all_nodes(page, ("done", "cached"), 3)
-        statuses = page.eval_on_selector_all(
-            ".onb-root g.node",
-            "els => Object.fromEntries(els.map(g => [g.dataset.task, g.dataset.status]))",
-        )
-        assert statuses == {"task_1": "cached", "task_2": "done", "task_3": "done"}
-        page.locator("#node-task_3").click()
-        page.wait_for_selector("[data-testid=result] h1")
-        assert page.inner_text("[data-testid=result] h1") == "Solid-state batteries"
-        assert "3/3 done" in page.inner_text("[data-testid=progress]")
-        page.screenshot(path=str(SHOTS / "5-all-done-report.png"))
-    if not (SHOTS / "4-mid-run.png").exists():
-        pytest.fail("no mid-run screenshot")
+        try:
+            drive(page, lab)
+        except Exception:
+            page.screenshot(path=str(SHOTS / "failure.png"))
+            shutil.copy(lab.log, SHOTS.parent / "jupyter.log")
+            raise
     shutil.copy(lab.log, SHOTS.parent / "jupyter.log")
+
+
+def drive(page, lab) -> None:
+    page.goto(lab.notebook_url("demo.ipynb"))
+    page.wait_for_selector(".jp-Notebook", timeout=90_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+    for index in range(3):  # the extension, the function, the %%orchestrate cell
+        run_cell(page, index)
+
+    # the widget appears and the first run (planning from the recording, then the run) ends
+    page.wait_for_selector(".onb-root g.node", timeout=90_000)
+    all_nodes(page, ("done",), 3)
+    page.screenshot(path=str(SHOTS / "1-widget-shown-after-run.png"))
+
+    # clicking a node shows its description and its result in the inspector
+    page.locator("#node-task_1").click()
+    page.wait_for_selector("[data-testid=inspector-description]")
+    assert page.inner_text("[data-testid=inspector-title]") == "Market size"
+    assert (
+        page.inner_text("[data-testid=inspector-description]") == "Estimate the market size by 2030"
+    )
+    page.wait_for_selector("[data-testid=result] strong")
+    assert "$8 bn" in page.inner_text("[data-testid=result]")
+    page.screenshot(path=str(SHOTS / "2-node-selected-inspector.png"))
+
+    # add a dependency through the UI: select task_2, "Depends on…", click task_1
+    page.locator("#node-task_2").click()
+    page.click("[data-testid=depends-on]")
+    page.locator("#node-task_1").click()
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=message]').textContent"
+        ".includes(\"'task_2' now depends on 'task_1'\")"
+    )
+    page.wait_for_selector(".onb-root g.node.stale")  # edited task and its descendant
+    page.screenshot(path=str(SHOTS / "3-dependency-added-stale.png"))
+
+    # the Python side sees the edit
+    cell = run_cell(page, 3)
+    output = cell.locator(".jp-OutputArea-output")
+    output.wait_for(timeout=30_000)
+    assert output.inner_text().strip() == "deps: ('task_1',)"
+
+    # press Run: the edited task runs again (seen running), the rest comes from the cache
+    page.click("[data-testid=run]")
+    page.wait_for_selector("#node-task_2[data-status=running]", timeout=30_000)
+    page.screenshot(path=str(SHOTS / "4-mid-run.png"))
+    all_nodes(page, ("done", "cached"), 3)
+    statuses = page.eval_on_selector_all(
+        ".onb-root g.node",
+        "els => Object.fromEntries(els.map(g => [g.dataset.task, g.dataset.status]))",
+    )
+    assert statuses == {"task_1": "cached", "task_2": "done", "task_3": "done"}
+    page.locator("#node-task_3").click()
+    page.wait_for_selector("[data-testid=result] h1")
+    assert page.inner_text("[data-testid=result] h1") == "Solid-state batteries"
+    assert "3/3 done" in page.inner_text("[data-testid=progress]")
+    page.screenshot(path=str(SHOTS / "5-all-done-report.png"))

@@ -52,8 +52,12 @@ class JupyterLab:
         news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
         news.parent.mkdir(parents=True, exist_ok=True)
         news.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        tracker = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+        tracker.parent.mkdir(parents=True, exist_ok=True)
+        tracker.write_text(json.dumps({"autoStartDefaultKernel": True}))  # no "Select Kernel"
         env["JUPYTERLAB_SETTINGS_DIR"] = str(settings)
         env["JUPYTERLAB_WORKSPACES_DIR"] = str(self.root / ".lab-workspaces")
+        env["PYTHONUNBUFFERED"] = "1"  # the log is read when a test fails
         args = [
             sys.executable,
             "-m",
@@ -97,7 +101,7 @@ class JupyterLab:
         self.process = None
 
     def notebook_url(self, name: str) -> str:
-        return f"{self.url}/lab/tree/{name}?token={self.token}&reset"
+        return f"{self.url}/lab/tree/{name}?token={self.token}"
 
 
 def write_notebook(path: Path, cells: list[str]) -> None:
@@ -129,11 +133,36 @@ def chromium_page(viewport: dict[str, int] | None = None) -> Any:
             browser.close()
 
 
-def kernel_specs_ok() -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "jupyter", "kernelspec", "list", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(out)
+def run_cell(page: Any, index: int, *, timeout: float = 90_000) -> Any:
+    """Execute one notebook cell through the UI and wait until it has finished; returns it.
+
+    The cell is selected by its prompt and run with the toolbar's Run button (key
+    presses right after the page loads can land nowhere). Right after a notebook
+    opens, JupyterLab can report the kernel idle before the first execute request
+    is really delivered; a cell whose prompt shows neither ``[*]`` nor ``[n]``
+    shortly after is run again (at most three times).
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    run_button = page.locator(
+        ".jp-NotebookPanel-toolbar [data-command='notebook:run-cell-and-select-next']"
+    )
+    # the prompt is looked up on every check: JupyterLab may re-create a cell's DOM
+    prompt_shows = """([i, pattern]) => new RegExp(pattern).test(
+        document.querySelectorAll('.jp-Notebook .jp-Cell')[i]
+            ?.querySelector('.jp-InputArea-prompt')?.textContent ?? '')"""
+    for attempt in range(3):
+        dialog = page.locator(".jp-Dialog .jp-mod-accept")
+        if dialog.count():  # e.g. "Select Kernel" when the session raced its kernel
+            dialog.first.click()
+        cell.locator(".jp-InputPrompt").click()  # select the cell (command mode)
+        run_button.click()
+        try:
+            page.wait_for_function(prompt_shows, arg=[index, r"\[(\*|\d+)\]"], timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+    page.wait_for_function(prompt_shows, arg=[index, r"\[\d+\]"], timeout=timeout)
+    return cell
