@@ -177,7 +177,7 @@ def result_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, Image):
-        return f"[image: {value.mime}, {len(value.data)} bytes]"
+        return f"[image ({value.mime})]"  # no byte count: it must not change the prompt
     if type(value).__module__.startswith("pandas"):
         return value.to_csv() if hasattr(value, "to_csv") else str(value)
     try:

@@ -115,8 +115,6 @@ class Orchestra(Magics, Configurable):
         line magic (``%orchestrate --from plan --run``) it shows or runs a plan
         that is already in a variable.
         """
-        from IPython.display import display
-
         args = parse_argstring(self.orchestrate, line)
         name = args.name
         if not name.isidentifier():
@@ -150,17 +148,26 @@ class Orchestra(Magics, Configurable):
             call_on_loop(begin)  # in a kernel the loop is running already; in a terminal, not
         except OrchestraError as exc:
             raise UsageError(str(exc)) from None
-        handle = display(orchestration, display_id=True)
-        if args.wait:
-            self._block(orchestration)
-            if handle is not None:
-                handle.update(orchestration)
+        self._show(orchestration, wait_for_it=args.wait)
 
-    def _block(self, orchestration: Orchestration) -> None:
+    def _show(self, orchestration: Orchestration, *, wait_for_it: bool) -> None:
+        """Display the orchestration; with --wait, block and then print how it ended.
+
+        While blocking, only the live widget is shown; the final state is printed
+        after. (Updating an output in place is not something every notebook tool
+        records, and a notebook's saved outputs must be the ones it produced.)
+        """
+        from IPython.display import display
+
+        if not wait_for_it:
+            display(orchestration)
+            return
+        display(orchestration.live_view())
         try:
             wait(orchestration.wait(), on_interrupt=orchestration.cancel_all)
         except OrchestraError as exc:
             raise UsageError(str(exc)) from None
+        print(orchestration._text())
 
     def _graph_from(self, variable: str, *, goal: str | None) -> Any:
         from .._plan import TaskGraph
@@ -265,8 +272,6 @@ class Orchestra(Magics, Configurable):
         display(orch)
 
     def _cmd_resume(self, args: argparse.Namespace) -> None:
-        from IPython.display import display
-
         name = args.name or f"resumed_{args.run_id.replace('-', '_')}"
         if not name.isidentifier():
             raise UsageError(f"--name must be a Python name, not {name!r}")
@@ -281,12 +286,8 @@ class Orchestra(Magics, Configurable):
         orchestration = Orchestration(name, llm=llm, store=store, options={})
         self.orchestrations[name] = orchestration
         self.shell.user_ns[name] = orchestration
-        handle = display(orchestration, display_id=True)
         call_on_loop(lambda: orchestration.resume(args.run_id))
-        if args.wait:
-            self._block(orchestration)
-            if handle is not None:
-                handle.update(orchestration)
+        self._show(orchestration, wait_for_it=args.wait)
 
     def _cmd_clear_cache(self, args: argparse.Namespace) -> None:
         from ..store import open_store

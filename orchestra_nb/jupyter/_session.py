@@ -237,6 +237,10 @@ class Orchestration:
             head += ": run " + " · ".join(parts)
         return head + "\n" + graph_text(self.graph, run.status if run else None)
 
+    def live_view(self) -> _LiveView:
+        """Just the live widget (its text fallback does not change as the run goes)."""
+        return _LiveView(self)
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         from .._render import graph_mimebundle
 
@@ -248,6 +252,19 @@ class Orchestration:
             widget_view = widget_view[0]
         bundle.update({k: v for k, v in (widget_view or {}).items() if k != "text/plain"})
         bundle["text/plain"] = self._text()
+        return bundle
+
+
+class _LiveView:
+    def __init__(self, orchestration: Orchestration):
+        self.orchestration = orchestration
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        view = self.orchestration.widget._repr_mimebundle_()
+        if isinstance(view, tuple):
+            view = view[0]
+        bundle = {k: v for k, v in (view or {}).items() if k != "text/plain"}
+        bundle["text/plain"] = f"Orchestration {self.orchestration.name!r} (live widget)"
         return bundle
 
 

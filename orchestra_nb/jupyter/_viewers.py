@@ -2,9 +2,9 @@
 
 ``view(value)`` returns a small JSON-able dict the widget's JavaScript renders
 (``{"type": "markdown", "html": ...}``, ``{"type": "image", "src": ...}``, ...).
-Markdown is rendered here with mistune with raw HTML escaped, so an LLM answer
-containing ``<script>`` shows as text and never runs; links are limited to
-safe schemes by mistune. Big results are cut with a note saying so.
+Markdown is rendered here (``_markdown``: mistune, raw HTML escaped), so an LLM
+answer containing ``<script>`` shows as text and never runs. Big results are
+cut with a note saying so.
 """
 
 from __future__ import annotations
@@ -14,20 +14,13 @@ import html
 import json
 from typing import Any
 
+from .._markdown import markdown_html
 from .._values import Image, Markdown
 
 MAX_TEXT = 200_000  # characters of text or Markdown shown
 MAX_ROWS = 200  # rows of a table shown
 MAX_JSON = 200_000  # characters of JSON shown as a tree
 MAX_IMAGE = 8_000_000  # bytes of an image sent to the browser
-
-
-def markdown_html(text: str) -> str:
-    """Markdown to HTML with raw HTML escaped (tables and strikethrough on)."""
-    import mistune
-
-    render = mistune.create_markdown(escape=True, plugins=["table", "strikethrough", "url"])
-    return str(render(text))
 
 
 def view(value: Any) -> dict[str, Any]:

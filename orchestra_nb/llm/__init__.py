@@ -31,8 +31,9 @@ def llm_from_spec(spec: LLM | str | None = None, *, model: str | None = None) ->
 
     ``None`` or ``"openai"``: OpenAILLM from the environment; ``"openai:MODEL"``;
     ``"ollama:MODEL"`` (a local Ollama on port 11434); ``"replay:PATH"`` (offline
-    recordings); ``"record:PATH"`` (answer from PATH, ask the configured model for
-    prompts it lacks and add them). An LLM object is returned unchanged.
+    recordings; ``"replay:PATH?latency=0.5"`` answers after half a second);
+    ``"record:PATH"`` (answer from PATH, ask the configured model for prompts it
+    lacks and add them). An LLM object is returned unchanged.
     """
     from .._errors import ConfigError
 
@@ -46,8 +47,17 @@ def llm_from_spec(spec: LLM | str | None = None, *, model: str | None = None) ->
     if kind == "ollama":
         return OpenAILLM(model=arg or model or "llama3.1", base_url="http://localhost:11434/v1")
     if kind in ("replay", "record") and arg:
+        path, _, query = arg.partition("?")
+        latency = 0.0
+        if query.startswith("latency="):
+            try:
+                latency = float(query.split("=", 1)[1])
+            except ValueError:
+                raise ConfigError(
+                    f"bad latency in LLM spec {text!r}: use ?latency=SECONDS"
+                ) from None
         recorder = OpenAILLM(model=model) if kind == "record" else None
-        return ReplayLLM(arg, record=recorder, model=model)
+        return ReplayLLM(path, record=recorder, model=model, latency=latency)
     raise ConfigError(
         f"unknown LLM spec {text!r}: use openai[:MODEL], ollama:MODEL, replay:PATH or record:PATH"
     )

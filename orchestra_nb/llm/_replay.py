@@ -1,5 +1,8 @@
 """Offline answers: replay a recording file, or record one from a real model.
 
+``latency`` makes replayed answers take as long as a server's would, so demos
+show what parallelism buys without a network.
+
 A recording maps a *normalized prompt* (roles kept, whitespace runs collapsed,
 plus whether JSON was asked for) to the answer the model gave, byte for byte.
 Replay never makes anything up: a prompt with no recording is a
@@ -37,9 +40,15 @@ class ReplayLLM(UsageCounter):
     """Answers from a recording file; with ``record=`` fills the file from another LLM."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, record: LLM | None = None, model: str | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        record: LLM | None = None,
+        model: str | None = None,
+        latency: float = 0.0,
     ) -> None:
         self.path = Path(path)
+        self.latency = latency  # seconds to wait before a replayed answer, as a server would
         self.record = record
         self._entries: dict[str, dict[str, Any]] = {}
         self._file_model: str | None = None
@@ -96,6 +105,8 @@ class ReplayLLM(UsageCounter):
                     f"record it with llm='record:{self.path}' and a configured model"
                 )
             entry = await self._record(key, messages, schema, params)
+        if self.latency and key in self._entries and self.record is None:
+            await asyncio.sleep(self.latency)
         usage = Usage(
             **{
                 k: int(v)
