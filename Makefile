@@ -9,8 +9,13 @@ setup:
 setup-dev:
 	bash scripts/setup.sh --dev
 
+GOAL = Write a market research report on solid-state batteries for EV makers
+
 demo: setup
-	.venv/bin/orchestra-nb plan --llm replay:examples/recordings/plan.json "Write a market research report on solid-state batteries for EV makers"
+	.venv/bin/orchestra-nb run --goal "$(GOAL)" \
+		--functions notebooks/market_research.py \
+		--llm "replay:notebooks/recordings/market_research.json?latency=0.3" \
+		--store sqlite:///out/demo/results.db --no-cache --out out/demo
 
 test: setup-dev
 	.venv/bin/python -m pytest

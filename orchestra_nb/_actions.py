@@ -246,13 +246,19 @@ def llm_messages(
 def assemble_report(
     task: Task, inputs: Mapping[str, Any], *, names: Mapping[str, str], goal: str | None
 ) -> Markdown:
-    """One Markdown document with every input as a section; images inline as data URIs."""
+    """One Markdown document with every input as a section; images inline as data URIs.
+
+    A section gets its task's name as a heading unless its text starts with a
+    heading of its own (LLM answers often do).
+    """
     title = task.name if task.name != task.id else (goal or task.name)
     parts = [f"# {title}"]
     if task.description:
         parts.append(task.description)
     for dep, value in inputs.items():
-        parts.append(f"## {names.get(dep, dep)}\n\n{_section(names.get(dep, dep), value)}")
+        name = names.get(dep, dep)
+        body = _section(name, value)
+        parts.append(body if body.startswith("#") else f"## {name}\n\n{body}")
     return Markdown("\n\n".join(parts) + "\n")
 
 

@@ -1,112 +1,37 @@
-"""A real JupyterLab in headless Chromium: plan offline, inspect, edit through the UI, run.
+"""The market-research demo in a real JupyterLab, in headless Chromium.
 
-Screenshots are kept in artifacts/screenshots/ (what each shows is in the file name).
+Plans with the offline replay LLM, watches the run, inspects a node, adds a
+dependency through the UI, checks the Python side saw it, and runs again.
+Screenshots are kept in artifacts/screenshots/ (each file name says what it shows).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-import orchestra_nb as onb
-from orchestra_nb import ReplayLLM, decompose
-from orchestra_nb.llm import ScriptedLLM
 from tests.support.jupyter_server import JupyterLab, chromium_page, run_cell, write_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "notebooks"
 SHOTS = ROOT / "artifacts" / "screenshots"
-GOAL = "Write a market research report on solid-state batteries"
-MAKERS_DOC = "Compare the makers on cost and energy density."
-MAKERS = {"QuantumScape": {"wh_per_kg": 400, "usd_per_kwh": 140}, "Solid Power": {"wh_per_kg": 390}}
-PLAN_ANSWER = (
-    "Here is a plan:\n```json\n"
-    + json.dumps(
-        {
-            "subtasks": [
-                {
-                    "id": "task_1",
-                    "name": "Market size",
-                    "description": "Estimate the market size by 2030",
-                    "dependencies": [],
-                    "estimated_time": 10,
-                    "kind": "llm",
-                },
-                {
-                    "id": "task_2",
-                    "name": "Compare makers",
-                    "description": MAKERS_DOC,
-                    "dependencies": [],
-                    "estimated_time": 5,
-                    "kind": "python",
-                    "function": "compare_makers",
-                },
-                {
-                    "id": "task_3",
-                    "name": "Write report",
-                    "description": "Write the final report",
-                    "dependencies": ["task_1", "task_2"],
-                    "estimated_time": 15,
-                    "kind": "llm",
-                },
-            ]
-        },
-        indent=2,
-    )
-    + "\n```"
-)
+GOAL = "Write a market research report on solid-state batteries for EV makers"
 NOTEBOOK = [
     "%load_ext orchestra_nb",
-    f'''import time
-import orchestra_nb as onb
-
-
-@onb.task_function
-def compare_makers():
-    """{MAKERS_DOC}"""
-    time.sleep(2)  # slow enough to be seen running
-    return {MAKERS!r}''',
-    "%%orchestrate --name report --llm replay:recording.json --store sqlite:///results.db"
-    f" --run --wait\n{GOAL}",
-    'print("deps:", report.graph.tasks["task_2"].dependencies)',
+    "import market_research  # registers the demo's Python steps",
+    '%%orchestrate --name report --llm "replay:recordings/market_research.json?latency=0.6"'
+    f" --store sqlite:///results.db --run --wait\n{GOAL}",
+    'print("deps:", report.graph.tasks["task_3"].dependencies)',
 ]
-
-
-def answer(messages):
-    prompt = messages[-1]["content"]
-    if "## Step: Market size" in prompt:
-        return "## Market size\n\nAbout **$8 bn** by 2030 (illustrative)."
-    if "## Step: Write report" in prompt:
-        return "# Solid-state batteries\n\nThe market grows fast; QuantumScape leads on density."
-    raise AssertionError(f"unexpected prompt: {prompt[:80]}")
-
-
-def record(path: Path) -> None:
-    """Answers for every prompt the notebook will send, in the exact shape a model returns."""
-
-    def compare_makers():
-        return MAKERS
-
-    compare_makers.__doc__ = MAKERS_DOC
-
-    async def go():
-        planner = ReplayLLM(path, record=ScriptedLLM([PLAN_ANSWER], model="demo-model"))
-        graph = await decompose(GOAL, llm=planner, functions={"compare_makers": MAKERS_DOC})
-        worker = ReplayLLM(path, record=ScriptedLLM(answer, model="demo-model"))
-        run = await onb.run(
-            graph, llm=worker, functions={"compare_makers": compare_makers}, store="memory://"
-        )
-        assert run.ok, run.errors
-
-    asyncio.run(go())
 
 
 @pytest.fixture
 def lab(tmp_path):
-    record(tmp_path / "recording.json")
+    shutil.copy(DEMO / "market_research.py", tmp_path)
+    shutil.copytree(DEMO / "data", tmp_path / "data")
+    shutil.copytree(DEMO / "recordings", tmp_path / "recordings")
     write_notebook(tmp_path / "demo.ipynb", NOTEBOOK)
     server = JupyterLab(tmp_path).start()
     try:
@@ -115,82 +40,94 @@ def lab(tmp_path):
         server.stop()
 
 
-def all_nodes(page, statuses: tuple[str, ...], count: int, timeout: float = 60_000) -> None:
+def statuses(page) -> dict[str, str]:
+    return page.eval_on_selector_all(
+        ".onb-root g.node",
+        "els => Object.fromEntries(els.map(g => [g.dataset.task, g.dataset.status]))",
+    )
+
+
+def wait_until_every_node(page, allowed: tuple[str, ...], count: int) -> None:
     page.wait_for_function(
-        """([statuses, count]) => {
+        """([allowed, count]) => {
             const nodes = [...document.querySelectorAll('.onb-root g.node')];
-            return nodes.length === count && nodes.every(g => statuses.includes(g.dataset.status));
+            return nodes.length === count && nodes.every(g => allowed.includes(g.dataset.status));
         }""",
-        arg=[list(statuses), count],
-        timeout=timeout,
+        arg=[list(allowed), count],
+        timeout=90_000,
     )
 
 
 @pytest.mark.timeout(300)
-def test_plan_inspect_edit_and_run_in_jupyterlab(lab):
+def test_market_research_in_jupyterlab(lab):
     SHOTS.mkdir(parents=True, exist_ok=True)
     with chromium_page() as page:
         try:
             drive(page, lab)
         except Exception:
             page.screenshot(path=str(SHOTS / "failure.png"))
-            shutil.copy(lab.log, SHOTS.parent / "jupyter.log")
             raise
-    shutil.copy(lab.log, SHOTS.parent / "jupyter.log")
+        finally:
+            shutil.copy(lab.log, SHOTS.parent / "jupyter.log")
 
 
 def drive(page, lab) -> None:
     page.goto(lab.notebook_url("demo.ipynb"))
     page.wait_for_selector(".jp-Notebook", timeout=90_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
-    for index in range(3):  # the extension, the function, the %%orchestrate cell
-        run_cell(page, index)
+    run_cell(page, 0)
+    run_cell(page, 1)
 
-    # the widget appears and the first run (planning from the recording, then the run) ends
-    page.wait_for_selector(".onb-root g.node", timeout=90_000)
-    all_nodes(page, ("done",), 3)
-    page.screenshot(path=str(SHOTS / "1-widget-shown-after-run.png"))
+    # plan (from the recording) and run; the widget shows the run live
+    run_cell(page, 2, wait=False)
+    page.wait_for_function(
+        """() => {
+            const nodes = [...document.querySelectorAll('.onb-root g.node')];
+            return nodes.length === 9 && nodes.some(g => g.dataset.status === 'running')
+                && nodes.some(g => g.dataset.status === 'done');
+        }""",
+        timeout=90_000,
+    )
+    page.screenshot(path=str(SHOTS / "1-planned-and-running.png"))
+    page.locator(".onb-root").screenshot(path=str(SHOTS / "widget-mid-run.png"))
+    wait_until_every_node(page, ("done",), 9)
+    page.screenshot(path=str(SHOTS / "2-run-finished.png"))
 
     # clicking a node shows its description and its result in the inspector
-    page.locator("#node-task_1").click()
-    page.wait_for_selector("[data-testid=inspector-description]")
-    assert page.inner_text("[data-testid=inspector-title]") == "Market size"
-    assert (
-        page.inner_text("[data-testid=inspector-description]") == "Estimate the market size by 2030"
-    )
-    page.wait_for_selector("[data-testid=result] strong")
-    assert "$8 bn" in page.inner_text("[data-testid=result]")
-    page.screenshot(path=str(SHOTS / "2-node-selected-inspector.png"))
+    page.locator("#node-task_4").click()
+    page.wait_for_selector("[data-testid=result] h2")
+    assert page.inner_text("[data-testid=inspector-title]") == "Market sizing"
+    assert page.inner_text("[data-testid=inspector-description]").startswith("From the data")
+    assert page.inner_text("[data-testid=result] h2") == "Market size and growth"
+    page.screenshot(path=str(SHOTS / "3-node-inspected.png"))
 
-    # add a dependency through the UI: select task_2, "Depends on…", click task_1
-    page.locator("#node-task_2").click()
+    # add a dependency through the UI: the competitor chart now also waits for the market chart
+    page.locator("#node-task_3").click()
     page.click("[data-testid=depends-on]")
-    page.locator("#node-task_1").click()
+    page.locator("#node-task_2").click()
     page.wait_for_function(
         "() => document.querySelector('[data-testid=message]').textContent"
-        ".includes(\"'task_2' now depends on 'task_1'\")"
+        ".includes(\"'task_3' now depends on 'task_2'\")"
     )
-    page.wait_for_selector(".onb-root g.node.stale")  # edited task and its descendant
-    page.screenshot(path=str(SHOTS / "3-dependency-added-stale.png"))
+    page.wait_for_selector("#node-task_3.stale")
+    page.screenshot(path=str(SHOTS / "4-dependency-added-stale.png"))
 
     # the Python side sees the edit
     cell = run_cell(page, 3)
-    output = cell.locator(".jp-OutputArea-output")
-    output.wait_for(timeout=30_000)
-    assert output.inner_text().strip() == "deps: ('task_1',)"
-
-    # press Run: the edited task runs again (seen running), the rest comes from the cache
-    page.click("[data-testid=run]")
-    page.wait_for_selector("#node-task_2[data-status=running]", timeout=30_000)
-    page.screenshot(path=str(SHOTS / "4-mid-run.png"))
-    all_nodes(page, ("done", "cached"), 3)
-    statuses = page.eval_on_selector_all(
-        ".onb-root g.node",
-        "els => Object.fromEntries(els.map(g => [g.dataset.task, g.dataset.status]))",
+    assert cell.locator(".jp-OutputArea-output").inner_text().strip() == (
+        "deps: ('task_1', 'task_2')"
     )
-    assert statuses == {"task_1": "cached", "task_2": "done", "task_3": "done"}
-    page.locator("#node-task_3").click()
+
+    # press Run: the edited task and its descendant run, the rest comes from the cache
+    page.click("[data-testid=run]")
+    wait_until_every_node(page, ("done", "cached"), 9)
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=progress]').textContent.includes('9/9 done')"
+    )
+    final = statuses(page)
+    assert {tid for tid, s in final.items() if s == "done"} == {"task_3", "task_9"}
+    page.locator("#node-task_9").click()
     page.wait_for_selector("[data-testid=result] h1")
-    assert page.inner_text("[data-testid=result] h1") == "Solid-state batteries"
-    assert "3/3 done" in page.inner_text("[data-testid=progress]")
-    page.screenshot(path=str(SHOTS / "5-all-done-report.png"))
+    assert page.inner_text("[data-testid=result] h1") == "Solid-state batteries for EV makers"
+    assert page.locator("[data-testid=result] img").count() == 2  # both charts, inline
+    page.screenshot(path=str(SHOTS / "5-rerun-report.png"))

@@ -25,7 +25,6 @@ from IPython.core.magic_arguments import (
     MagicArgumentParser,
     argument,
     magic_arguments,
-    parse_argstring,
 )
 from traitlets import Enum, Float, Int, Unicode
 from traitlets.config import Configurable
@@ -115,7 +114,7 @@ class Orchestra(Magics, Configurable):
         line magic (``%orchestrate --from plan --run``) it shows or runs a plan
         that is already in a variable.
         """
-        args = parse_argstring(self.orchestrate, line)
+        args = _parse(self.orchestrate, line)
         name = args.name
         if not name.isidentifier():
             raise UsageError(f"--name must be a Python name, not {name!r}")
@@ -233,7 +232,7 @@ class Orchestra(Magics, Configurable):
     @line_magic
     def orchestra(self, line: str) -> Any:
         """%orchestra status | runs | show NAME | resume RUN_ID | clear-cache | config"""
-        args = _orchestra_parser().parse_args(shlex.split(line) or ["status"])
+        args = _orchestra_parser().parse_args(_split(line) or ["status"])
         try:
             return getattr(self, "_cmd_" + args.command.replace("-", "_"))(args)
         except OrchestraError as exc:
@@ -316,6 +315,18 @@ class Orchestra(Magics, Configurable):
         print(f"retries      {self.retries}")
         print(f"timeout      {self.timeout if self.timeout is not None else '(none)'}")
         print(f"max_tasks    {self.max_tasks}")
+
+
+def _split(line: str) -> list[str]:
+    """Shell-like words: quotes group and are removed (``--llm "replay:a b.json?latency=1"``)."""
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"cannot read the arguments: {exc}") from None
+
+
+def _parse(magic: Any, line: str) -> argparse.Namespace:
+    return magic.parser.parse_args(_split(line))
 
 
 def _orchestra_parser() -> MagicArgumentParser:

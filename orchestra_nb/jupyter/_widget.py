@@ -96,7 +96,10 @@ class DagWidget(anywidget.AnyWidget):
         """Show a (new or edited) graph: lay it out once, refresh everything."""
         self.graph = graph
         with self.hold_sync():
-            self.busy = "" if self.busy == "planning" else self.busy
+            if self.busy == "planning":
+                self.busy = ""
+                if self.message.get("level") == "info":
+                    self._say("info", "")  # the "planning…" note has served its purpose
             self._relayout()
             if self.selected and self.selected not in graph:
                 self.selected = ""

@@ -128,6 +128,18 @@ function render({ model, el }) {
 
   function recolour() { timed("recolourMs", recolourNow); }
 
+  // Fit a wide plan to the panel while its labels stay readable; past that, scroll.
+  function fitSvg() {
+    const svg = graphBox.querySelector("svg");
+    if (!svg) return;
+    const natural = parseFloat(svg.getAttribute("width")) * (4 / 3); // pt -> px
+    const room = graphBox.clientWidth - 4;
+    if (natural > room && room > 0 && room / natural >= 0.45) {
+      svg.style.width = `${room}px`;
+      svg.style.height = "auto";
+    }
+  }
+
   function drawSvgNow() {
     graphBox.innerHTML = model.get("svg") || "";
     nodeIndex = new Map();
@@ -153,6 +165,7 @@ function render({ model, el }) {
     }
     recolourNow();
     highlight();
+    fitSvg();
   }
 
   function recolourNow() {

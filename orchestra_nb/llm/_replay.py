@@ -157,6 +157,7 @@ class ReplayLLM(UsageCounter):
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, ensure_ascii=False, sort_keys=True)
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a recording is meant to be shared
         os.replace(tmp, self.path)
 
 

@@ -133,7 +133,7 @@ def chromium_page(viewport: dict[str, int] | None = None) -> Any:
             browser.close()
 
 
-def run_cell(page: Any, index: int, *, timeout: float = 90_000) -> Any:
+def run_cell(page: Any, index: int, *, wait: bool = True, timeout: float = 90_000) -> Any:
     """Execute one notebook cell through the UI and wait until it has finished; returns it.
 
     The cell is selected by its prompt and run with the toolbar's Run button (key
@@ -164,5 +164,6 @@ def run_cell(page: Any, index: int, *, timeout: float = 90_000) -> Any:
         except PlaywrightTimeout:
             if attempt == 2:
                 raise
-    page.wait_for_function(prompt_shows, arg=[index, r"\[\d+\]"], timeout=timeout)
+    if wait:
+        page.wait_for_function(prompt_shows, arg=[index, r"\[\d+\]"], timeout=timeout)
     return cell

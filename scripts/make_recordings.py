@@ -1,0 +1,95 @@
+"""Rebuild the demo recordings and the notebooks' saved outputs.
+
+1. Serve the example answers in ``demo_answers.py`` from an OpenAI-compatible
+   server on loopback (the same one the tests use).
+2. Execute each notebook that talks to an LLM in record mode
+   (``ORCHESTRA_DEMO_LLM=record:recordings/<name>.json``): the real ``openai``
+   client asks the loopback server, and every answer is written to the file.
+3. Execute every notebook offline (replay, as ``make test`` and a reader do)
+   and save the outputs in place.
+
+    python scripts/make_recordings.py              # all of it
+    python scripts/make_recordings.py --outputs    # only step 3
+
+To record your own model instead, run a notebook with
+``ORCHESTRA_DEMO_LLM=record:recordings/<name>.json`` and ``OPENAI_API_KEY`` (or
+``OPENAI_BASE_URL``) set: prompts it has no answer for go to your model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+RECORDED = {  # notebook -> its recording
+    "01_quickstart.ipynb": "recordings/quickstart.json",
+    "02_market_research.ipynb": "recordings/market_research.json",
+}
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def execute(name: str, env: dict[str, str]) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = NOTEBOOKS / name
+    nb = nbformat.read(path, as_version=4)
+    saved = dict(os.environ)
+    for key, value in env.items():
+        if value:
+            os.environ[key] = value
+        else:
+            os.environ.pop(key, None)
+    try:
+        client = NotebookClient(
+            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+        )
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    nbformat.write(nb, path)
+    print(f"executed {name}")
+
+
+def main() -> None:
+    from demo_answers import answer
+
+    from tests.support.llm_server import LLMServer, Reply
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--outputs", action="store_true", help="only re-execute, offline")
+    args = parser.parse_args()
+
+    offline = {"ORCHESTRA_DEMO_LLM": "", "OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
+    if not args.outputs:
+
+        def respond(request: dict) -> Reply:
+            planning = "response_format" in request or "You plan work" in str(
+                request["messages"][0]
+            )
+            return Reply(content=answer(request["messages"], planning=planning))
+
+        with LLMServer(respond) as server:
+            for name, recording in RECORDED.items():
+                (NOTEBOOKS / recording).unlink(missing_ok=True)
+                execute(
+                    name,
+                    {
+                        "ORCHESTRA_DEMO_LLM": f"record:{recording}",
+                        "OPENAI_BASE_URL": server.url,
+                        "OPENAI_API_KEY": "demo",
+                        "ORCHESTRA_MODEL": "demo-answers",
+                    },
+                )
+    for name in sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")):
+        execute(name, offline)
+
+
+if __name__ == "__main__":
+    main()
