@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["overhead.py", "makespan.py", "cached_rerun.py", "llm_fanout.py", "widget.py"]
+SCRIPTS = [
+    "overhead.py",
+    "makespan.py",
+    "cached_rerun.py",
+    "llm_fanout.py",
+    "widget.py",
+    "dask_bench.py",
+]
 
 if __name__ == "__main__":
     names = sys.argv[1:] or SCRIPTS

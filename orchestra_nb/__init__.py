@@ -53,6 +53,8 @@ _LAZY: dict[str, str] = {
     "RateLimit": ".llm",
     "decompose": "._decompose",
     "to_graphviz": "._render",
+    "DaskExecutor": "._dask",
+    "StoredResult": "._dask",
     "load_ipython_extension": ".jupyter",
     "unload_ipython_extension": ".jupyter",
     "ResultStore": ".store",
@@ -64,6 +66,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "CriticalPath",
+    "DaskExecutor",
     "Event",
     "Image",
     "LLMError",
@@ -83,6 +86,7 @@ __all__ = [
     "Scheduler",
     "StoreError",
     "StoreUnavailableError",
+    "StoredResult",
     "Task",
     "TaskFailedError",
     "TaskGraph",
@@ -120,6 +124,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._actions import task_function
     from ._cache import cache_key
+    from ._dask import DaskExecutor, StoredResult
     from ._decompose import decompose
     from ._engine import (
         Orchestrator,

@@ -102,6 +102,7 @@ class TaskContext:
     attempt: int
     goal: str | None = None
     usage: Usage | None = None
+    key: str | None = None  # the task's cache key (where its result is stored)
 
     def add_usage(self, usage: Usage) -> None:
         self.usage = usage if self.usage is None else self.usage + usage
@@ -317,6 +318,8 @@ class Actions:
         self.input_budget = input_budget
         self.threads = threads
         self.executor = executor
+        self.store_url: str | None = None  # set by the run: where cluster workers commit
+        self.signing_key: bytes | str | None = None
         self.names: dict[str, str] = {}
         self._runner_is_async = runner is not None and _is_async(runner)
         if runner is not None:
@@ -391,20 +394,48 @@ class Actions:
             return assemble_report(task, inputs, names=self.names, goal=self.goal)
         return await self._ask_llm(task, inputs, ctx)
 
-    async def _ask_llm(self, task: Task, inputs: dict[str, Any], ctx: TaskContext) -> Markdown:
+    async def _ask_llm(self, task: Task, inputs: dict[str, Any], ctx: TaskContext) -> Any:
         messages = llm_messages(
             task, inputs, goal=self.goal, names=self.names, input_budget=self.input_budget
         )
+        if self.remote(task):  # an LLM call made by a cluster worker (usage stays there)
+            return await self.executor.submit(
+                remote_completion,
+                {"llm": self.llm, "messages": messages, "params": dict(task.params)},
+                task=task,
+                ctx=ctx,
+                store_url=self.store_url,
+                signing_key=self.signing_key,
+            )
         completion = await self.llm.complete(messages, **dict(task.params))
         ctx.add_usage(completion.usage)
         return Markdown(completion.text)
 
+    def remote(self, task: Task) -> bool:
+        """Whether this task runs on the executor's cluster (its inputs may stay remote)."""
+        return self.runner is None and self.executor is not None and self.executor.handles(task)
+
     async def _call_function(self, task: Task, inputs: dict[str, Any], ctx: TaskContext) -> Any:
         entry = self.functions[task.function or task.id]
         kwargs = bind_arguments(entry, task, inputs, goal=self.goal)
-        if self.executor is not None and not inspect.iscoroutinefunction(entry.func):
-            return await self.executor.submit(entry, kwargs, task=task, ctx=ctx)
+        if self.remote(task):
+            return await self.executor.submit(
+                entry.func,
+                kwargs,
+                task=task,
+                ctx=ctx,
+                store_url=self.store_url,
+                signing_key=self.signing_key,
+            )
         return await call_maybe_async(self.threads, entry.func, **kwargs)
+
+
+async def remote_completion(
+    llm: Any, messages: list[dict[str, str]], params: dict[str, Any]
+) -> Any:
+    """An LLM task's call, as run on a cluster worker."""
+    completion = await llm.complete(messages, **params)
+    return Markdown(completion.text)
 
 
 def bind_arguments(

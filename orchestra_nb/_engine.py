@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._actions import DEFAULT_INPUT_BUDGET, Actions, TaskContext, ThreadRunner
 from ._cache import graph_keys
+from ._dask import Committed, StoredResult
 from ._errors import (
     ConfigError,
     LeaseError,
@@ -474,17 +475,20 @@ class Run:
         self._first_start.setdefault(tid, now)
         self._set_status(tid, "started", attempt=attempt)
         key = self.keys[tid]
-        ctx = TaskContext(self.id, task, attempt, goal=self.graph.goal)
+        ctx = TaskContext(self.id, task, attempt, goal=self.graph.goal, key=key)
         try:
             value = await self._execute_once(key, task, ctx)
-            meta = {"task_id": tid, "run_id": self.id, "kind": task.kind}
-            if ctx.usage is not None:
-                meta["tokens"] = ctx.usage.total_tokens
-            try:
-                await self.store.put(key, value, meta=meta)
-            except StoreUnavailableError as exc:
-                self.pending_writes[tid] = (key, value, meta)
-                self._store_failed(exc)
+            if isinstance(value, Committed):  # a cluster worker already stored it
+                value = value.result
+            else:
+                meta = {"task_id": tid, "run_id": self.id, "kind": task.kind}
+                if ctx.usage is not None:
+                    meta["tokens"] = ctx.usage.total_tokens
+                try:
+                    await self.store.put(key, value, meta=meta)
+                except StoreUnavailableError as exc:
+                    self.pending_writes[tid] = (key, value, meta)
+                    self._store_failed(exc)
         except asyncio.CancelledError:
             if self._workers.get(tid) is asyncio.current_task():
                 self._workers.pop(tid, None)
@@ -523,6 +527,8 @@ class Run:
         self._inflight[key] = waiters = []
         try:
             inputs = {dep: self.results[dep] for dep in task.dependencies}
+            if self.actions.executor is not None and not self.actions.remote(task):
+                inputs = await self._fetch_inputs(inputs)
             if task.timeout is None and self.options.timeout is None:
                 value = await self.actions.execute(task, inputs, ctx)
             else:
@@ -541,6 +547,21 @@ class Run:
             return value
         finally:
             del self._inflight[key]
+
+    async def _fetch_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Values of inputs that a cluster worker left in the store (a local task needs them)."""
+        stored = {dep: ref for dep, ref in inputs.items() if isinstance(ref, StoredResult)}
+        if not stored:
+            return inputs
+        found = await self.store.get_many(ref.key for ref in stored.values())
+        return {dep: found[ref.key] if dep in stored else ref for dep, ref in inputs.items()}
+
+    async def fetch(self, task_id: str) -> Any:
+        """A task's result, loaded from the store when a cluster worker left it there."""
+        value = self.result(task_id)
+        if isinstance(value, StoredResult):
+            return await self.store.get(value.key)
+        return value
 
     async def _execute_with_timeout(
         self, task: Any, inputs: dict[str, Any], ctx: TaskContext
@@ -942,6 +963,9 @@ def start(
         executor=executor,
     )
     actions.check(graph)  # unknown kinds, missing functions, no LLM configured: fail now
+    if executor is not None:  # cluster workers commit results to the run's store themselves
+        actions.store_url = opened.shared_url()
+        actions.signing_key = opened.codecs._key if hasattr(opened, "codecs") else None
     run = Run(
         graph.copy(),
         run_id=run_id or new_run_id(),

@@ -268,3 +268,18 @@ def test_resume_after_a_restart(ip, tmp_path):
     assert again.run.ok
     assert again.run.status == {"a": "done", "b": "done", "c": "done"}
     assert calls == ["a", "b", "b", "c"]  # a came from the store
+
+
+def test_executor_flag_and_setting(ip):
+    ip.user_ns["t_plan"] = PLAN
+    cell(ip, "%orchestrate --from t_plan --name t_ex --executor local:2 --store memory://")
+    executor = ip.user_ns["t_ex"].options["executor"]
+    assert isinstance(executor, onb.DaskExecutor)
+    assert executor.cluster == "local:2"
+    ip.run_line_magic("config", 'Orchestra.executor = "tcp://127.0.0.1:8786"')
+    cell(ip, "%orchestrate --from t_plan --name t_ex2 --store memory://")
+    assert ip.user_ns["t_ex2"].options["executor"].cluster == "tcp://127.0.0.1:8786"
+    ip.run_line_magic("config", 'Orchestra.executor = ""')
+    assert usage_error(ip, "%orchestrate --from t_plan --executor spark") == (
+        "unknown executor 'spark': use local:N or tcp://host:8786"
+    )

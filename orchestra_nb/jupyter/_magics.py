@@ -80,10 +80,16 @@ class Orchestra(Magics, Configurable):
     retries = Int(0, help="Extra attempts for a failing task.").tag(config=True)
     timeout = Float(None, allow_none=True, help="Seconds a task may take.").tag(config=True)
     max_tasks = Int(12, help="Most subtasks the LLM may plan.").tag(config=True)
+    executor = Unicode(
+        "",
+        help="Where Python tasks run: '' (this kernel), 'local:N' (a Dask LocalCluster), "
+        "or a Dask scheduler address such as 'tcp://host:8786'.",
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, config=shell.config if shell is not None else None, **kwargs)
         self.orchestrations: dict[str, Orchestration] = {}
+        self._executors: dict[str, Any] = {}  # one per spec, kept for the kernel's life
 
     # --- %%orchestrate --------------------------------------------------------------------
 
@@ -106,6 +112,7 @@ class Orchestra(Magics, Configurable):
     )
     @argument("--no-cache", action="store_true", help="recompute every task")
     @argument("--max-tasks", type=int, help="most subtasks the LLM may plan")
+    @argument("--executor", help="run Python tasks on Dask: local:N or tcp://host:8786")
     @line_cell_magic
     def orchestrate(self, line: str, cell: str | None = None) -> None:
         """Plan a goal with an LLM into a task graph, show it as a widget, and run it.
@@ -223,9 +230,21 @@ class Orchestra(Magics, Configurable):
         }
         if self.timeout is not None:
             options["timeout"] = self.timeout
+        spec = getattr(args, "executor", None) or self.executor
+        if spec:
+            options["executor"] = self._executor(spec)
         if options["max_workers"] < 1:
             raise UsageError(f"--max-workers must be at least 1, not {options['max_workers']}")
         return options
+
+    def _executor(self, spec: str) -> Any:
+        from .._dask import DaskExecutor
+
+        if spec not in self._executors:
+            if not (spec.startswith("local") or "://" in spec):
+                raise UsageError(f"unknown executor {spec!r}: use local:N or tcp://host:8786")
+            self._executors[spec] = DaskExecutor(spec)
+        return self._executors[spec]
 
     # --- %orchestra -----------------------------------------------------------------------
 
@@ -315,6 +334,7 @@ class Orchestra(Magics, Configurable):
         print(f"retries      {self.retries}")
         print(f"timeout      {self.timeout if self.timeout is not None else '(none)'}")
         print(f"max_tasks    {self.max_tasks}")
+        print(f"executor     {self.executor or '(this kernel)'}")
 
 
 def _split(line: str) -> list[str]:

@@ -73,6 +73,7 @@ class ResultStore(Protocol):
     async def lease_owner(self, name: str) -> str | None: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
+    def shared_url(self) -> str | None: ...
     async def __aenter__(self) -> ResultStore: ...
     async def __aexit__(self, *exc: object) -> None: ...
 
@@ -111,6 +112,11 @@ class StoreBase:
         return None
 
     async def ping(self) -> None:
+        return None
+
+    def shared_url(self) -> str | None:
+        """A URL other processes (cluster workers) can open to reach the same data, secrets
+        included — never print it. None when the data lives in this process only."""
         return None
 
     async def __aenter__(self) -> StoreBase:

@@ -291,6 +291,9 @@ class RedisStore(StoreBase):
     async def ping(self) -> None:
         await self._do(lambda r: r.ping())
 
+    def shared_url(self) -> str | None:
+        return f"{self._raw_url}?namespace={self.namespace}&ttl={self.ttl}"
+
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None and self._loop is asyncio.get_running_loop():

@@ -289,6 +289,9 @@ class SQLiteStore(StoreBase):
     async def ping(self) -> None:
         await self._call(_fetch, "SELECT 1", ())
 
+    def shared_url(self) -> str | None:
+        return f"sqlite:///{self.path.resolve()}?namespace={self.namespace}"  # same machine
+
     async def close(self) -> None:
         if self._writer is not None and not self._writer.done():
             await self._writer
