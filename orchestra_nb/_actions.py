@@ -16,7 +16,7 @@ import functools
 import html
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -465,6 +465,3 @@ def bind_arguments(
                 f"has no input or param of that name (inputs: {', '.join(inputs) or 'none'})"
             )
     return kwargs
-
-
-Action = Callable[["Task", dict[str, Any], TaskContext], Awaitable[Any]]

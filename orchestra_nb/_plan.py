@@ -251,10 +251,6 @@ class TaskGraph:
         return cls(_resolve(raw.entries), goal=goal or raw.goal, name=raw.name)
 
     @classmethod
-    def from_json(cls, text: str) -> TaskGraph:
-        return cls.from_plan(text)
-
-    @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TaskGraph:
         """Load a plan saved with ``save`` (or any plan file in the seed format)."""
         with open(path, encoding="utf-8") as fh:
