@@ -192,3 +192,23 @@ async def test_llm_tasks_stay_local_unless_asked(cluster, llm_server, redis_stor
     assert executor.submitted == 1
     prompt = llm_server.requests[0]["messages"][1]["content"]
     assert '"worker"' in prompt  # the local LLM task got the stored value, not a reference
+
+
+async def test_llm_tasks_can_be_sent_to_the_cluster(cluster, llm_server, redis_store_url):
+    g = TaskGraph([Task("a", "Alpha"), Task("b", "Beta", dependencies=("a",))], goal="g")
+    llm = onb.OpenAILLM(
+        "m",
+        base_url=llm_server.url,
+        api_key="sk-cluster",
+        rate_limit=onb.RateLimit(max_concurrency=2),
+    )
+    await llm.complete("warm up")  # a live client exists: it must not travel to the worker
+    executor = onb.DaskExecutor(cluster.scheduler_address, kinds=("python", "llm"))
+    try:
+        run = await onb.run(g, executor=executor, llm=llm, store=redis_store_url)
+    finally:
+        await executor.close()
+    assert run.ok, run.errors
+    assert executor.submitted == 2
+    assert await run.fetch("b") == "Answer: ## Step: Beta"
+    assert len(llm_server.requests) == 3  # the warm-up here, then one call per task

@@ -48,6 +48,12 @@ class RateLimit:
             f"concurrency={self.concurrency})"
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable: the loop-bound parts are rebuilt on the loop that uses it next."""
+        state = dict(self.__dict__)
+        state.update(_loop=None, _waiters=[], _requests=None, _tokens=None, _in_flight=0)
+        return state
+
     @property
     def concurrency(self) -> int | None:
         """Calls allowed in flight now (None: no concurrency bound)."""

@@ -104,6 +104,12 @@ class OpenAILLM(UsageCounter):
     def cache_identity(self) -> dict[str, Any]:
         return {"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (a Dask worker can make LLM calls): live clients stay behind."""
+        state = dict(self.__dict__)
+        state["_clients"] = {}
+        return state
+
     # --- the client, one per event loop ------------------------------------------------
 
     async def prepare(self) -> None:
