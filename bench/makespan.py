@@ -1,7 +1,7 @@
 """How well the scheduler packs real workflow DAGs onto a bounded pool.
 
 Every WfCommons plan runs with a runner that sleeps each task's recorded
-runtime, scaled so the mean task takes ``--mean-ms`` (default 10 ms), for
+runtime, scaled so the mean task takes ``--mean-ms`` (default 20 ms), for
 max_workers 4 and 16. The best any schedule can do is at least
 ``max(critical path, total work / m)``; the table gives makespan ÷ that bound,
 measured, and for a zero-overhead simulation of the same scheduler (same
@@ -10,7 +10,7 @@ Durations are rounded to whole milliseconds (in the simulation too): asyncio's
 epoll wait has millisecond resolution and would otherwise add half a
 millisecond to every sleep.
 
-    python bench/makespan.py [--mean-ms 10]
+    python bench/makespan.py [--mean-ms 20]
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def measure(graph: TaskGraph, seconds: dict[str, float], m: int) -> tuple[float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mean-ms", type=float, default=10.0)
+    parser.add_argument("--mean-ms", type=float, default=20.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[4, 16])
     args = parser.parse_args()
 
