@@ -31,6 +31,30 @@ def load_plans() -> dict[str, dict[str, Any]]:
     return dict(sorted(plans.items(), key=lambda kv: len(kv[1]["subtasks"])))
 
 
+def random_dag(n: int, *, seed: int = 1, window: int = 50, max_parents: int = 3) -> Any:
+    """A reproducible random DAG: each task depends on up to ``max_parents`` of the
+    ``window`` tasks before it, with an estimated time of 1-30 minutes."""
+    import random
+
+    from orchestra_nb import Task, TaskGraph
+
+    rng = random.Random(seed)
+    tasks = []
+    for i in range(n):
+        k = min(i, rng.randint(0, max_parents))
+        parents = sorted(rng.sample(range(max(0, i - window), i), k=k)) if i else []
+        tasks.append(
+            Task(
+                f"t{i}",
+                f"Task {i}",
+                f"Step {i} of the work",
+                dependencies=tuple(f"t{p}" for p in parents),
+                estimated_time=rng.randint(1, 30),
+            )
+        )
+    return TaskGraph(tasks, goal="a random plan")
+
+
 def median_time(func: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeats):

@@ -11,32 +11,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import tempfile
 import time
 import uuid
 from typing import Any
 
-from _common import median_time, table
+from _common import median_time, random_dag, table
 
 import orchestra_nb as onb
 from orchestra_nb import Task, TaskGraph
-
-
-def random_dag(n: int, seed: int = 1) -> TaskGraph:
-    rng = random.Random(seed)
-    tasks = []
-    for i in range(n):
-        parents = rng.sample(range(max(0, i - 50), i), k=min(i, rng.randint(0, 3))) if i else []
-        tasks.append(
-            Task(
-                f"t{i}",
-                f"Task {i}",
-                f"Step {i} of the work",
-                dependencies=tuple(f"t{p}" for p in sorted(parents)),
-            )
-        )
-    return TaskGraph(tasks, goal="cached rerun")
 
 
 async def runner(task: Task, inputs: dict[str, Any]) -> str:

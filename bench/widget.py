@@ -12,36 +12,18 @@ widget itself (``performance.now()`` around its draw and recolour handlers).
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, table
+from _common import ROOT, random_dag, table
 
 sys.path.insert(0, str(ROOT))
 
-from orchestra_nb import Task, TaskGraph
 from orchestra_nb._render import render_svg
 from tests.support.jupyter_server import JupyterLab, chromium_page, write_notebook
-
-
-def random_dag(n: int, seed: int = 3) -> TaskGraph:
-    rng = random.Random(seed)
-    tasks = []
-    for i in range(n):
-        parents = rng.sample(range(max(0, i - 30), i), k=min(i, rng.randint(0, 2))) if i else []
-        tasks.append(
-            Task(
-                f"t{i}",
-                f"Task number {i}",
-                estimated_time=rng.randint(1, 30),
-                dependencies=tuple(f"t{p}" for p in sorted(parents)),
-            )
-        )
-    return TaskGraph(tasks)
 
 
 def main() -> None:
@@ -52,7 +34,7 @@ def main() -> None:
 
     layout = {}
     for n in args.sizes:
-        graph = random_dag(n)
+        graph = random_dag(n, window=30, max_parents=2)
         times = []
         for _ in range(3):
             started = time.perf_counter()
@@ -62,13 +44,13 @@ def main() -> None:
 
     import inspect
 
-    setup = "import random\nfrom orchestra_nb import Task, TaskGraph\n"
-    setup += "from orchestra_nb.jupyter._widget import DagWidget\n\n" + inspect.getsource(
-        random_dag
-    )
+    setup = "from typing import Any\nfrom orchestra_nb.jupyter._widget import DagWidget\n\n"
+    setup += inspect.getsource(random_dag)
     cells = [setup]
     for n in args.sizes:
-        cells.append(f"w{n} = DagWidget(random_dag({n}), title='{n} tasks')\nw{n}")
+        cells.append(
+            f"w{n} = DagWidget(random_dag({n}, window=30, max_parents=2), title='{n} tasks')\nw{n}"
+        )
     cells.append("def recolour(w, status):\n    w.statuses = dict.fromkeys(w.graph.tasks, status)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
