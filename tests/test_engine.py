@@ -12,6 +12,7 @@ import pytest
 
 import orchestra_nb as onb
 from orchestra_nb import PlanError, RunError, Task, TaskGraph
+from tests.support import LoopTicks
 
 
 def chain(n: int) -> TaskGraph:
@@ -260,23 +261,14 @@ async def test_sync_functions_run_in_threads_without_blocking_the_loop():
         time.sleep(0.1)
         return task.id
 
-    ticks = 0
-
-    async def ticker():
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    tick = asyncio.ensure_future(ticker())
-    started = time.perf_counter()
-    run = await onb.run(fan(4), runner=runner, max_workers=4, store="memory://")
-    elapsed = time.perf_counter() - started
-    tick.cancel()
+    async with LoopTicks() as ticks:
+        started = time.perf_counter()
+        run = await onb.run(fan(4), runner=runner, max_workers=4, store="memory://")
+        elapsed = time.perf_counter() - started
     assert run.ok
     assert loop_thread not in seen
     assert elapsed < 0.35  # four 0.1 s sleeps in parallel threads
-    assert ticks >= 5  # the loop kept turning
+    assert ticks.count >= 5  # the loop kept turning
 
 
 async def test_event_order_for_one_task():

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestra_nb.jupyter._nested import wait
+from tests.support import LoopTicks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,17 +36,9 @@ def test_inside_a_running_loop():
 
 def test_inside_a_running_loop_other_tasks_keep_going():
     async def cell():
-        ticks = []
-
-        async def ticker():
-            while True:
-                ticks.append(1)
-                await asyncio.sleep(0.01)
-
-        t = asyncio.ensure_future(ticker())
-        wait(_value(None, 0.2))
-        t.cancel()
-        return len(ticks)
+        async with LoopTicks() as ticks:
+            wait(_value(None, 0.2))  # blocks this cell, not the loop
+        return ticks.count
 
     assert asyncio.run(cell()) >= 5
 

@@ -12,6 +12,7 @@ import pytest
 
 from orchestra_nb import StoreUnavailableError
 from orchestra_nb.store import open_store
+from tests.support import LoopTicks
 
 
 async def test_group_commit_batches_concurrent_puts(tmp_path):
@@ -58,22 +59,13 @@ async def test_a_locked_database_never_blocks_the_loop(tmp_path):
     holder = threading.Thread(target=hold_the_write_lock)
     holder.start()
     await asyncio.to_thread(locked.wait, 5)
-    ticks = 0
-
-    async def ticker():
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    tick = asyncio.ensure_future(ticker())
-    put = asyncio.ensure_future(store.put("k", "v"))
-    await asyncio.sleep(0.3)
-    assert not put.done()  # waiting for the lock, on the store's thread
-    assert ticks >= 10  # while the loop kept turning
-    release.set()
-    await asyncio.wait_for(put, 10)
-    tick.cancel()
+    async with LoopTicks() as ticks:
+        put = asyncio.ensure_future(store.put("k", "v"))
+        await asyncio.sleep(0.3)
+        assert not put.done()  # waiting for the lock, on the store's thread
+        assert ticks.count >= 10  # while the loop kept turning
+        release.set()
+        await asyncio.wait_for(put, 10)
     holder.join()
     assert await store.get("k") == "v"
     await store.close()
