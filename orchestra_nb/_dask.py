@@ -152,8 +152,6 @@ class DaskExecutor:
         signing_key: bytes | str | None = None,
     ) -> Any:
         """Run ``func(**kwargs)`` on the cluster; a ``Committed`` reference, or the value."""
-        from distributed import wait
-
         client = await self.client()
         ship = self.ship_results or store_url is None
         meta = {"task_id": task.id, "run_id": ctx.run_id, "kind": task.kind, "worker": True}
@@ -176,7 +174,7 @@ class DaskExecutor:
             else:
                 # the worker committed the result: wait for it to finish, fetch nothing
                 # (an error still has to come back, and does through the future)
-                await wait([future])
+                await _finished(future)
                 if future.status != "finished":
                     await future  # raises the task's error
                 outcome = None
@@ -198,6 +196,21 @@ class DaskExecutor:
         local, self._local = self._local, None
         if local is not None:
             await local.close()
+
+
+async def _finished(future: Any) -> None:
+    """Wait until a dask future has finished or failed, without fetching its value.
+
+    ``distributed.wait`` does this for a list, through a helper task per call; for
+    one future, the future's own state event is one step closer.
+    """
+    state = getattr(future, "_state", None)
+    if state is not None and hasattr(state, "wait"):
+        await state.wait()
+    else:  # a distributed version without it
+        from distributed import wait
+
+        await wait([future])
 
 
 def _flush_sooner(client: Any) -> None:
