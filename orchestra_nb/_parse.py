@@ -149,12 +149,13 @@ def _repair(candidates: list[str]) -> Any:
         start = _first_bracket(candidate)
         if start < 0:
             continue
-        chunk = candidate[start:]
-        if len(chunk) > MAX_REPAIR_CHARS:
+        size = len(candidate) - start
+        if size > MAX_REPAIR_CHARS:
             raise PlanError(
-                f"the answer is not valid JSON and too large to repair "
-                f"({len(chunk) / 1e6:.1f} MB > {MAX_REPAIR_CHARS / 1e6:.2f} MB): {_preview(chunk)}"
+                f"the answer is not valid JSON and too large to repair ({size / 1e6:.1f} MB > "
+                f"{MAX_REPAIR_CHARS / 1e6:.2f} MB): {_preview(candidate[start : start + 1000])}"
             )
+        chunk = candidate[start:]
         for text in (chunk, candidate) if start else (chunk,):
             try:
                 value = json_repair.loads(text)
@@ -184,7 +185,7 @@ def _looks_like_plan(value: Any) -> bool:
 
 
 def _preview(text: str, limit: int = 80) -> str:
-    one_line = " ".join(text.split())
+    one_line = " ".join(text[: limit * 8].split())  # a bounded head: the text may be huge
     return repr(one_line if len(one_line) <= limit else one_line[: limit - 1] + "…")
 
 
