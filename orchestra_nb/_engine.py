@@ -198,6 +198,7 @@ class Run:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._finished: asyncio.Future[None] | None = None
         self._main: asyncio.Task[Run] | None = None
+        self._awaited = False  # someone awaits the run, so its error reaches them
         self._cancel_requested = False
         self._store_error: StoreUnavailableError | None = None
         self._lease_name = f"run:{run_id}"
@@ -210,6 +211,7 @@ class Run:
     def __await__(self) -> Generator[Any, None, Run]:
         if self._main is None:
             raise RunError("this run was never started; use orchestra_nb.start() or run()")
+        self._awaited = True
         return self._main.__await__()
 
     @property
@@ -315,8 +317,13 @@ class Run:
         self._loop = loop = asyncio.get_running_loop()
         self._finished = loop.create_future()
         self._main = loop.create_task(self._run(), name=f"orchestra-run-{self.id}")
-        self._main.add_done_callback(_log_unretrieved)
+        self._main.add_done_callback(self._log_unawaited)
         return self
+
+    def _log_unawaited(self, main: asyncio.Task[Any]) -> None:
+        """Nobody may await a run started from a notebook: never let its error vanish."""
+        if not self._awaited and not main.cancelled() and main.exception() is not None:
+            log.warning("run %s stopped: %s", self.id, main.exception())
 
     async def _run(self) -> Run:
         self.state = "running"
@@ -834,12 +841,6 @@ class _Resumed:
     results: Mapping[str, tuple[str, Any]] = field(default_factory=dict)  # id -> (key, value)
     lease_owner: str | None = None
     created: float | None = None
-
-
-def _log_unretrieved(main: asyncio.Task[Any]) -> None:
-    """Nobody may await a run started from a notebook: never let its error vanish."""
-    if not main.cancelled() and main.exception() is not None:
-        log.warning("run %s stopped: %s", main.get_name(), main.exception())
 
 
 def _owner_is_dead(owner: str) -> bool:

@@ -413,3 +413,25 @@ async def test_orchestrator_holds_defaults(tmp_path):
         assert removed == 1
         third = await orch.run(fan(6), runner=rec)
         assert third.status["t0"] == "done" and third.status["t1"] == "cached"
+
+
+async def test_an_error_nobody_awaits_is_logged_once(caplog):
+    # a run started from a notebook cell may never be awaited: its error must not vanish
+    plan = TaskGraph([Task("a", kind="python", function="noop")])
+    bad_store = "redis://127.0.0.1:1/0"  # nothing listens there
+
+    def noop() -> None:
+        return None
+
+    unawaited = onb.start(plan, functions={"noop": noop}, store=bad_store)
+    while not unawaited.done:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0)
+    logged = [r.getMessage() for r in caplog.records if "stopped" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].startswith(f"run {unawaited.id} stopped: cannot reach Redis at")
+    caplog.clear()
+    with pytest.raises(onb.StoreUnavailableError):
+        await onb.run(plan, functions={"noop": noop}, store=bad_store)
+    await asyncio.sleep(0)
+    assert not [r for r in caplog.records if "stopped" in r.getMessage()]  # it reached us
