@@ -49,7 +49,7 @@ from ._errors import (
     StoreUnavailableError,
     TaskFailedError,
 )
-from ._events import FINAL_STATUSES, STATUS_AFTER, Event
+from ._events import FINAL_STATUSES, STATUS_AFTER, Event, EventLog
 from ._plan import TaskGraph
 from ._scheduler import Scheduler
 
@@ -176,14 +176,14 @@ class Run:
         self.spans: list[tuple[str, int, float, float, str]] = []
         self.usage_by_task: dict[str, Usage] = {}
         self.keys: dict[str, str] = {}
-        self.events: list[Event] = []
+        self.events = EventLog()
         self.state = "pending"
         self.error: str | None = None
         self.started_at: float | None = None
         self.finished_at: float | None = None
 
         self._subscribers: list[Callable[[Event], None]] = []
-        self._plan: dict[str, Any] | None = None
+        self._plan: str | None = None
         self._tasks = graph.tasks
         self._t0 = time.monotonic()
         self._sched: Scheduler | None = None
@@ -437,7 +437,9 @@ class Run:
 
     def _header(self) -> dict[str, Any]:
         if self._plan is None:  # the graph of a run never changes: build its plan once
-            self._plan = self.graph.to_plan()
+            # as JSON text (from_plan reads it back): a string is one untracked object,
+            # the plan as dicts and lists is two tracked ones per task for the run's life
+            self._plan = self.graph.to_json(indent=None)
         return {
             "run_id": self.id,
             "created": self._resumed.created or self.started_at,

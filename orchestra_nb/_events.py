@@ -8,9 +8,9 @@ updates a second.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 _NO_DATA: Mapping[str, Any] = MappingProxyType({})
 
@@ -66,3 +66,46 @@ class Event(NamedTuple):
         extra = f" (attempt {self.attempt})" if self.attempt > 1 else ""
         error = f": {self.error}" if self.error else ""
         return f"[{self.time:8.3f}s] {self.kind}{who}{extra}{error}"
+
+
+class EventLog(Sequence[Event]):
+    """A run's events in order: a read-only sequence of ``Event``.
+
+    Stored as plain tuples of strings and numbers (``data`` as its items) and made
+    into ``Event`` when read. The garbage collector stops tracking such a tuple;
+    an ``Event`` (a tuple subclass) or any tuple holding a dict it tracks for
+    ever. A run of 10,000 tasks keeps 30,000 events: tracked, they made full
+    collections a third of the engine's per-task cost.
+    """
+
+    __slots__ = ("_rows",)
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[Any, ...]] = []
+
+    def append(self, event: Event) -> None:
+        *head, data = event
+        self._rows.append((*head, tuple(data.items()) if data else None))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Event]: ...
+    def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        if isinstance(index, slice):
+            return [_event(row) for row in self._rows[index]]
+        return _event(self._rows[index])
+
+    def __iter__(self) -> Iterator[Event]:
+        return map(_event, self._rows)
+
+    def __repr__(self) -> str:
+        return f"EventLog({len(self._rows)} events)"
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    kind, run_id, time, task_id, attempt, error, items = row
+    return Event(kind, run_id, time, task_id, attempt, error, dict(items) if items else _NO_DATA)

@@ -205,6 +205,8 @@ class TaskGraph:
         self._graph: nx.DiGraph = nx.DiGraph()
         self._observers: list[Callable[[dict[str, Any]], None]] = []
         self._shared = False
+        # what is derived from the tasks alone, shared with copies until either side edits
+        self._derived: dict[str, Any] = {}
         self.version = 0
         problems: list[str] = []
         bad_ids: list[str] = []
@@ -275,7 +277,15 @@ class TaskGraph:
         return out
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        return json.dumps(self.to_plan(), indent=indent, ensure_ascii=False)
+        if indent is not None:
+            return json.dumps(self.to_plan(), indent=indent, ensure_ascii=False)
+        # compact: what every run record holds; a run's graph is a copy of the user's,
+        # so the text is kept where copies share it
+        cached = self._derived.get("json")
+        if cached is None or cached[:2] != (self.goal, self.name):
+            cached = (self.goal, self.name, json.dumps(self.to_plan(), ensure_ascii=False))
+            self._derived["json"] = cached
+        return cached[2]
 
     def copy(self) -> TaskGraph:
         """An independent copy (observers are not copied)."""
@@ -286,6 +296,7 @@ class TaskGraph:
         # their graph, and copying ten thousand nodes for nothing is not free
         new._graph = self._graph
         new._shared = self._shared = True
+        new._derived = self._derived
         new._observers = []
         new._order = dict(self._order)
         return new
@@ -549,6 +560,7 @@ class TaskGraph:
 
     def _changed(self, change: dict[str, Any]) -> None:
         self.version += 1
+        self._derived = {}  # copies made before this edit keep theirs
         for callback in list(self._observers):
             callback(change)
 

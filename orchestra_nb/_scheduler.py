@@ -118,8 +118,10 @@ def _index_parents(dependencies: Mapping[str, Iterable[str]]) -> tuple[list[str]
     return order, parents
 
 
-def _topological(order: list[str], parents: list[list[int]]) -> tuple[list[int], list[list[int]]]:
-    """Kahn's algorithm over indices: (a topological order, children lists) or CycleError."""
+def _topological(
+    order: list[str], parents: list[list[int]]
+) -> tuple[list[int], list[tuple[int, ...]]]:
+    """Kahn's algorithm over indices: (a topological order, children tuples) or CycleError."""
     n = len(order)
     children: list[list[int]] = [[] for _ in range(n)]
     missing = [len(p) for p in parents]
@@ -137,7 +139,10 @@ def _topological(order: list[str], parents: list[list[int]]) -> tuple[list[int],
                 stack.append(c)
     if len(out) < n:
         raise CycleError(_find_cycle(order, parents, missing))
-    return out, children
+    # tuples of ints drop out of the garbage collector's tracking, lists never do: a
+    # scheduler lives as long as its run, and ten thousand tracked lists make the
+    # collector's full passes slower for everything else in the process
+    return out, [tuple(c) if c else () for c in children]
 
 
 def _find_cycle(order: list[str], parents: list[list[int]], missing: list[int]) -> list[str]:

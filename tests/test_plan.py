@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 from hypothesis import given, settings
@@ -189,6 +190,22 @@ def test_copy_is_independent():
     h = g.copy()
     h.add_task(Task("z"))
     assert "z" not in g and h != g
+
+
+def test_compact_json_follows_edits_on_either_side_of_a_copy():
+    def fresh(graph):
+        return json.dumps(graph.to_plan(), ensure_ascii=False)
+
+    g = diamond()
+    h = g.copy()
+    assert g.to_json(indent=None) == fresh(g) == h.to_json(indent=None)
+    h.update_task("b", description="changed in the copy")
+    g.add_task(Task("z"))
+    g.goal = "another goal"
+    for graph in (g, h):
+        assert graph.to_json(indent=None) == fresh(graph)
+    assert "changed in the copy" not in g.to_json(indent=None)
+    assert '"z"' not in h.to_json(indent=None)
 
 
 def test_repr_is_short_and_deterministic():

@@ -20,7 +20,7 @@ from ._codecs import Codecs
 
 class _Data:
     def __init__(self) -> None:
-        self.results: dict[str, tuple[Any, str, str, float, dict[str, Any]]] = {}
+        self.results: dict[str, tuple[Any, ...]] = {}  # value, codec, mime, created, *meta
         self.runs: dict[str, tuple[dict[str, Any], float]] = {}
         self.run_tasks: dict[str, dict[str, dict[str, Any]]] = {}
         self.leases: dict[str, tuple[str, float]] = {}
@@ -52,17 +52,22 @@ class MemoryStore(StoreBase):
         row = self._data.results.get(key)
         if row is None:
             return None
-        value, codec, mime, created, meta = row
+        value, codec, mime, created, *meta = row
         size = len(self.codecs.encode(value)[2]) if codec != "pickle" else 0
-        return StoredEntry(key, value, codec, mime, size, created, meta)
+        meta_dict = dict(zip(meta[::2], meta[1::2], strict=True))
+        return StoredEntry(key, value, codec, mime, size, created, meta_dict)
 
     async def put(self, key: str, value: Any, *, meta: Mapping[str, Any] | None = None) -> None:
+        # A row is one flat tuple, meta's keys and values at its end: the garbage
+        # collector stops tracking a tuple of plain values, while one holding a dict
+        # (or another tuple, for a while) stays tracked, and there is a row per result.
+        flat = _flat(meta)
         if type(value) is str and self._fast_str:  # the common case, without a lookup
-            row = (value, "text", "text/plain", time.time(), dict(meta or {}))
+            row = (value, "text", "text/plain", time.time(), *flat)
         elif value is None:
-            row = (None, "json", "application/json", time.time(), dict(meta or {}))
+            row = (None, "json", "application/json", time.time(), *flat)
         else:
-            row = (*self._describe(value), time.time(), dict(meta or {}))
+            row = (*self._describe(value), time.time(), *flat)
         self._data.results[key] = row
 
     async def put_many(
@@ -71,7 +76,7 @@ class MemoryStore(StoreBase):
         now = time.time()
         described = {k: self._describe(v) for k, v in items.items()}  # refuse before writing
         for key, (value, codec, mime) in described.items():
-            self._data.results[key] = (value, codec, mime, now, dict((meta or {}).get(key) or {}))
+            self._data.results[key] = (value, codec, mime, now, *_flat((meta or {}).get(key)))
 
     def _describe(self, value: Any) -> tuple[Any, str, str]:
         """(value as kept, codec, mime); a figure is kept as its PNG, like the other stores."""
@@ -157,3 +162,8 @@ class MemoryStore(StoreBase):
         if held is None or held[1] <= time.monotonic():
             return None
         return held[0]
+
+
+def _flat(meta: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """meta's keys and values, alternating."""
+    return tuple(x for item in meta.items() for x in item) if meta else ()
