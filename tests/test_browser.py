@@ -101,6 +101,17 @@ def drive(page, lab) -> None:
     assert page.inner_text("[data-testid=result] h2") == "Market size and growth"
     page.screenshot(path=str(SHOTS / "3-node-inspected.png"))
 
+    # zoom in and out, and back to fitting the panel
+    svg = page.locator(".onb-root [data-testid=graph] svg")
+    fitted = svg.bounding_box()["width"]
+    page.click("[data-testid=zoom-in]")
+    page.click("[data-testid=zoom-in]")
+    assert svg.bounding_box()["width"] > fitted * 1.5
+    page.click("[data-testid=zoom-out]")
+    assert fitted * 1.1 < svg.bounding_box()["width"] < fitted * 1.4
+    page.click("[data-testid=zoom-fit]")
+    assert svg.bounding_box()["width"] == pytest.approx(fitted, abs=1)
+
     # add a dependency through the UI: the competitor chart now also waits for the market chart
     page.locator("#node-task_3").click()
     page.click("[data-testid=depends-on]")

@@ -102,8 +102,12 @@ function render({ model, el }) {
     "data-testid": "delete-task", text: "Delete task",
     onclick: () => { const tid = model.get("selected"); if (tid) send({ op: "remove_task", task: tid }); },
   });
+  const zoomOutBtn = h("button", { "data-testid": "zoom-out", text: "−", title: "Zoom out (Ctrl+wheel)", onclick: () => zoomBy(1 / 1.25) });
+  const zoomFitBtn = h("button", { "data-testid": "zoom-fit", text: "Fit", title: "Fit the plan to the panel", onclick: () => { zoom = null; applyZoom(); } });
+  const zoomInBtn = h("button", { "data-testid": "zoom-in", text: "+", title: "Zoom in (Ctrl+wheel)", onclick: () => zoomBy(1.25) });
+  const zoomBox = h("span", { class: "onb-zoom" }, zoomOutBtn, zoomFitBtn, zoomInBtn);
   const toolbar = h("div", { class: "onb-toolbar" }, title, runBtn, cancelBtn, retryBtn, addBtn,
-    dependBtn, removeEdgeBtn, deleteBtn, progress);
+    dependBtn, removeEdgeBtn, deleteBtn, zoomBox, progress);
   const message = h("div", { class: "onb-message", "data-testid": "message" });
   const graphBox = h("div", { class: "onb-graph", "data-testid": "graph" });
   const inspector = h("div", { class: "onb-inspector", "data-testid": "inspector" });
@@ -128,17 +132,40 @@ function render({ model, el }) {
 
   function recolour() { timed("recolourMs", recolourNow); }
 
-  // Fit a wide plan to the panel while its labels stay readable; past that, scroll.
-  function fitSvg() {
+  // Zoom: null fits a wide plan to the panel while its labels stay readable (past
+  // that, natural size and scroll); a number is a scale of the natural size.
+  let zoom = null;
+  const naturalWidth = (svg) => parseFloat(svg.getAttribute("width")) * (4 / 3); // pt -> px
+
+  function applyZoom() {
     const svg = graphBox.querySelector("svg");
     if (!svg) return;
-    const natural = parseFloat(svg.getAttribute("width")) * (4 / 3); // pt -> px
-    const room = graphBox.clientWidth - 4;
-    if (natural > room && room > 0 && room / natural >= 0.45) {
-      svg.style.width = `${room}px`;
-      svg.style.height = "auto";
+    const natural = naturalWidth(svg);
+    let width = null;
+    if (zoom !== null) {
+      width = natural * zoom;
+    } else {
+      const room = graphBox.clientWidth - 4;
+      if (natural > room && room > 0 && room / natural >= 0.45) width = room;
     }
+    svg.style.width = width === null ? "" : `${width}px`;
+    svg.style.height = width === null ? "" : "auto";
+    el.dataset.zoom = (width === null ? 1 : width / natural).toFixed(3);
   }
+
+  function zoomBy(factor) {
+    const svg = graphBox.querySelector("svg");
+    if (!svg) return;
+    const now = svg.getBoundingClientRect().width / naturalWidth(svg);
+    zoom = Math.min(4, Math.max(0.1, now * factor));
+    applyZoom();
+  }
+
+  graphBox.addEventListener("wheel", (event) => {
+    if (!event.ctrlKey) return; // plain wheel scrolls
+    event.preventDefault();
+    zoomBy(event.deltaY < 0 ? 1.1 : 1 / 1.1);
+  }, { passive: false });
 
   function drawSvgNow() {
     graphBox.innerHTML = model.get("svg") || "";
@@ -165,7 +192,7 @@ function render({ model, el }) {
     }
     recolourNow();
     highlight();
-    fitSvg();
+    applyZoom();
   }
 
   function recolourNow() {
