@@ -183,7 +183,6 @@ class Run:
         self.finished_at: float | None = None
 
         self._subscribers: list[Callable[[Event], None]] = []
-        self._plan: str | None = None
         self._tasks = graph.tasks
         self._t0 = time.monotonic()
         self._sched: Scheduler | None = None
@@ -436,16 +435,14 @@ class Run:
         return forced
 
     def _header(self) -> dict[str, Any]:
-        if self._plan is None:  # the graph of a run never changes: build its plan once
-            # as JSON text (from_plan reads it back): a string is one untracked object,
-            # the plan as dicts and lists is two tracked ones per task for the run's life
-            self._plan = self.graph.to_json(indent=None)
         return {
             "run_id": self.id,
             "created": self._resumed.created or self.started_at,
             "state": self.state,
             "goal": self.graph.goal,
-            "graph": self._plan,
+            # JSON text (from_plan reads it back), built once per graph: a string is one
+            # object the garbage collector ignores, the plan as dicts two per task it tracks
+            "graph": self.graph.to_json(indent=None),
             "keys": self.keys,
             "options": asdict(self.options),
             "tasks": len(self.status),
@@ -711,16 +708,11 @@ class Run:
         error: str | None = None,
         data: Mapping[str, Any] | None = None,
     ) -> None:
-        event = Event(
-            kind,
-            self.id,
-            time.monotonic() - self._t0,
-            task_id,
-            attempt,
-            error,  # type: ignore[arg-type]
-            data or {},
-        )
-        self.events.append(event)
+        at = time.monotonic() - self._t0
+        self.events.add(kind, self.id, at, task_id, attempt, error, data)
+        if not self._subscribers:
+            return
+        event = Event(kind, self.id, at, task_id, attempt, error, data or {})  # type: ignore[arg-type]
         for callback in self._subscribers:
             try:
                 callback(event)

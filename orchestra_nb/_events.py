@@ -83,9 +83,19 @@ class EventLog(Sequence[Event]):
     def __init__(self) -> None:
         self._rows: list[tuple[Any, ...]] = []
 
-    def append(self, event: Event) -> None:
-        *head, data = event
-        self._rows.append((*head, tuple(data.items()) if data else None))
+    def add(
+        self,
+        kind: str,
+        run_id: str,
+        time: float,
+        task_id: str | None,
+        attempt: int,
+        error: str | None,
+        data: Mapping[str, Any] | None,
+    ) -> None:
+        """Record an event from its fields (no ``Event`` is made for it)."""
+        items = tuple(data.items()) if data else None
+        self._rows.append((kind, run_id, time, task_id, attempt, error, items))
 
     def __len__(self) -> int:
         return len(self._rows)

@@ -150,7 +150,6 @@ function render({ model, el }) {
     }
     svg.style.width = width === null ? "" : `${width}px`;
     svg.style.height = width === null ? "" : "auto";
-    el.dataset.zoom = (width === null ? 1 : width / natural).toFixed(3);
   }
 
   function zoomBy(factor) {
