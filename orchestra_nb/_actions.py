@@ -21,8 +21,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._cache import callable_name, code_version
+from ._cache import callable_name, code_version, graph_keys
 from ._errors import RunError
+from ._kinds import KINDS
+from ._text import first_line
 from ._values import Image, Markdown
 
 if TYPE_CHECKING:
@@ -30,7 +32,6 @@ if TYPE_CHECKING:
     from .llm import LLM, Usage
 
 Runner = Callable[["Task", dict[str, Any]], Any]
-KNOWN_KINDS = ("llm", "python", "report")
 DEFAULT_INPUT_BUDGET = 6000  # tokens of upstream results an LLM task sees
 
 
@@ -44,6 +45,11 @@ class TaskFunction:
     name: str
     func: Callable[..., Any]
     version: str
+
+    @property
+    def summary(self) -> str:
+        """The first line of the function's docstring (shown to the planner and in lists)."""
+        return first_line(self.func)
 
     def fingerprint(self) -> dict[str, Any]:
         return {"action": "python", "function": self.name, "version": self.version}
@@ -307,7 +313,7 @@ class Actions:
         functions: Mapping[str, Any] | Iterable[Callable[..., Any]] | None = None,
         goal: str | None = None,
         input_budget: int = DEFAULT_INPUT_BUDGET,
-        threads: ThreadRunner,
+        threads: ThreadRunner | None = None,
         executor: Any = None,
     ) -> None:
         self.runner = runner
@@ -316,7 +322,7 @@ class Actions:
         self.functions = {**_REGISTRY, **_as_task_functions(functions)}
         self.goal = goal
         self.input_budget = input_budget
-        self.threads = threads
+        self.threads = threads or ThreadRunner(1)  # its pool starts on first use
         self.executor = executor
         self.store_url: str | None = None  # set by the run: where cluster workers commit
         self.signing_key: bytes | str | None = None
@@ -353,13 +359,13 @@ class Actions:
                 fname = task.function or tid
                 if fname not in self.functions:
                     problems.append(f"task {tid!r} needs the Python function {fname!r}")
-            elif task.kind not in KNOWN_KINDS:
+            elif task.kind not in KINDS:
                 problems.append(f"task {tid!r} has unknown kind {task.kind!r}")
         if problems:
             hint = (
                 "; register functions with @orchestra_nb.task_function"
                 if any("function" in p for p in problems)
-                else f" (known kinds: {', '.join(KNOWN_KINDS)})"
+                else f" (known kinds: {', '.join(KINDS)})"
             )
             raise RunError("; ".join(problems[:5]) + hint)
         if any(t.kind == "llm" for t in graph.tasks.values()):
@@ -371,6 +377,10 @@ class Actions:
             prepare = getattr(self.llm, "prepare", None)
             if prepare is not None:
                 await prepare()
+
+    def cache_keys(self, graph: TaskGraph) -> dict[str, str]:
+        """Every task's cache key when these actions run it (see ``graph_cache_keys``)."""
+        return graph_keys(graph, self.fingerprint)
 
     def fingerprint(self, task: Task) -> dict[str, Any]:
         if self.runner is not None:
@@ -428,6 +438,25 @@ class Actions:
                 signing_key=self.signing_key,
             )
         return await call_maybe_async(self.threads, entry.func, **kwargs)
+
+
+def graph_cache_keys(
+    graph: TaskGraph,
+    *,
+    runner: Runner | None = None,
+    llm: LLM | str | None = None,
+    functions: Mapping[str, Any] | Iterable[Callable[..., Any]] | None = None,
+) -> dict[str, str]:
+    """The cache key of every task, exactly as a run with these settings computes them.
+
+    The one place keys come from: a run, ``Orchestrator.invalidate`` and the widget's
+    stale marking all call it, so "this task is stale" always means "the next run
+    computes it again". Raises ``RunError`` when a task cannot run (an unregistered
+    function, an unknown kind) and ``ConfigError`` when an LLM task has no LLM.
+    """
+    actions = Actions(runner=runner, llm=llm, functions=functions, goal=graph.goal)
+    actions.check(graph)
+    return actions.cache_keys(graph)
 
 
 async def remote_completion(

@@ -162,8 +162,7 @@ def _describe_functions(functions: Mapping[str, str] | Iterable[str] | None) -> 
     out = {}
     for name in functions:
         entry = known.get(name)
-        lines = (entry.func.__doc__ or "").strip().splitlines() if entry else []
-        out[name] = lines[0] if lines else ""
+        out[name] = entry.summary if entry else ""
     return out
 
 

@@ -36,8 +36,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from ._actions import DEFAULT_INPUT_BUDGET, Actions, TaskContext, ThreadRunner
-from ._cache import graph_keys
+from ._actions import DEFAULT_INPUT_BUDGET, Actions, TaskContext, ThreadRunner, graph_cache_keys
 from ._dask import Committed, StoredResult
 from ._errors import (
     ConfigError,
@@ -49,7 +48,8 @@ from ._errors import (
     StoreUnavailableError,
     TaskFailedError,
 )
-from ._events import FINAL_STATUSES, STATUS_AFTER, Event, EventLog
+from ._events import STATUS_AFTER, Event, EventLog
+from ._kinds import FINAL_STATUSES
 from ._plan import TaskGraph
 from ._scheduler import Scheduler
 
@@ -375,7 +375,7 @@ class Run:
     async def _prepare(self) -> None:
         graph = self.graph
         await self.actions.prepare(graph)
-        self.keys = graph_keys(graph, self.actions.fingerprint)
+        self.keys = self.actions.cache_keys(graph)
         forced = self._forced_ids()
         wanted = {k for tid, k in self.keys.items() if tid not in forced}
         found = await self.store.get_many(wanted) if wanted else {}
@@ -1190,15 +1190,9 @@ class Orchestrator:
     ) -> int:
         """Forget the cached results of some tasks and their descendants."""
         opts = self._options({})
-        actions = Actions(
-            runner=runner,
-            llm=opts.get("llm"),
-            functions=opts.get("functions"),
-            goal=graph.goal,
-            threads=ThreadRunner(1),
+        keys = graph_cache_keys(
+            graph, runner=runner, llm=opts.get("llm"), functions=opts.get("functions")
         )
-        actions.check(graph)
-        keys = graph_keys(graph, actions.fingerprint)
         doomed: set[str] = set()
         for tid in task_ids:
             doomed |= {tid, *graph.descendants(tid)}

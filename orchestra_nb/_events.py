@@ -39,9 +39,6 @@ STATUS_AFTER: Mapping[str, str] = {
     "cancelled": "cancelled",
 }
 
-#: Statuses after which a task will not change again in this run.
-FINAL_STATUSES = frozenset({"done", "cached", "failed", "skipped", "cancelled"})
-
 
 class Event(NamedTuple):
     """Something that happened in a run.

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import PlanError
+from ._kinds import DEFAULT_KIND, KIND_SYNONYMS
 
 MAX_PLAN_CHARS = 50_000_000
 MAX_REPAIR_CHARS = 256_000
@@ -46,14 +47,6 @@ _DEPENDENCY_KEYS = (
     "parents",
 )
 _TIME_KEYS = ("estimated_time", "estimatedTime", "estimate", "duration", "time", "eta")
-_KINDS = {
-    "llm": "llm",
-    "prompt": "llm",
-    "python": "python",
-    "function": "python",
-    "code": "python",
-    "report": "report",
-}
 _NONE_WORDS = {"", "none", "null", "n/a", "na", "-", "[]", "nothing", "无"}
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -322,12 +315,12 @@ def _kind(item: Mapping[str, Any], used: set[str]) -> str:
     if raw is not None:
         used.add("kind")
         text = str(raw).strip().lower()
-        return _KINDS.get(text, text or "llm")
+        return KIND_SYNONYMS.get(text, text or DEFAULT_KIND)
     raw = item.get("type")
-    if isinstance(raw, str) and raw.strip().lower() in _KINDS:
+    if isinstance(raw, str) and raw.strip().lower() in KIND_SYNONYMS:
         used.add("type")
-        return _KINDS[raw.strip().lower()]
-    return "llm"
+        return KIND_SYNONYMS[raw.strip().lower()]
+    return DEFAULT_KIND
 
 
 def _dependency_refs(value: Any) -> list[str]:

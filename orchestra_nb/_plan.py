@@ -24,7 +24,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._errors import PlanError
+from ._kinds import DEFAULT_KIND
 from ._parse import Entry, parse_duration_minutes, read_plan
+from ._text import shorten
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -96,7 +98,7 @@ class Task:
                     self.estimated_time, what=f"task {self.id!r}: estimated_time"
                 ),
             )
-        set_(self, "kind", (self.kind or "llm").strip().lower())
+        set_(self, "kind", (self.kind or DEFAULT_KIND).strip().lower())
         for name in ("params", "resources", "extra"):
             value = getattr(self, name)
             if not isinstance(value, Mapping):
@@ -337,7 +339,7 @@ class TaskGraph:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
-        goal = f", goal={_short(self.goal)!r}" if self.goal else ""
+        goal = f", goal={shorten(self.goal, 60)!r}" if self.goal else ""
         return f"TaskGraph({len(self)} tasks, {self._graph.number_of_edges()} dependencies{goal})"
 
     @property
@@ -681,8 +683,3 @@ def _summarize(problems: list[str]) -> str:
     shown = "; ".join(unique[:5])
     more = f"; and {len(unique) - 5} more" if len(unique) > 5 else ""
     return f"the plan has {len(unique)} problems: {shown}{more}"
-
-
-def _short(text: str | None, limit: int = 60) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError
+from ._text import shorten
 
 if TYPE_CHECKING:
     import graphviz
@@ -54,11 +55,6 @@ def format_minutes(minutes: float | None) -> str:
         return f"{minutes:g} min" if minutes == int(minutes) else f"{minutes:.1f} min"
     hours = minutes / 60
     return f"{hours:g} h" if hours == int(hours) else f"{hours:.1f} h"
-
-
-def _clip(text: str, limit: int) -> str:
-    one_line = " ".join(text.split())
-    return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
 
 
 def to_graphviz(
@@ -100,7 +96,7 @@ def to_graphviz(
         if tid in stale_ids:
             style["color"] = STALE_COLOR
             looks.append("dashed")
-        label = graphviz.escape(_clip(task.name, max_label))
+        label = graphviz.escape(shorten(task.name, max_label))
         minutes = format_minutes(task.estimated_time)
         if minutes:
             label += "\\n" + minutes
@@ -114,7 +110,7 @@ def to_graphviz(
             label=graphviz.nohtml(label),
             shape=shape,
             style=",".join(looks),
-            tooltip=graphviz.escape(_clip(task.description or task.name, 300)),
+            tooltip=graphviz.escape(shorten(task.description or task.name, 300)),
             id=f"node-{tid}",
             penwidth="2" if tid in critical else "1",
             **{"class": classes},
@@ -155,12 +151,13 @@ def graph_text(graph: TaskGraph, statuses: Mapping[str, str] | None = None) -> s
     lines = [f"TaskGraph: {len(graph)} task{'s' * (len(graph) != 1)}, "
              f"{edges} dependenc{'ies' if edges != 1 else 'y'}"]  # fmt: skip
     if graph.goal:
-        lines.append(f"goal: {_clip(graph.goal, 100)}")
+        lines.append(f"goal: {shorten(graph.goal, 100)}")
     rows = []
     for tid, task in graph.tasks.items():
         deps = f"← {', '.join(task.dependencies)}" if task.dependencies else ""
         status = f"[{statuses[tid]}]" if statuses and tid in statuses else ""
-        rows.append((tid, _clip(task.name, 40), deps, format_minutes(task.estimated_time), status))
+        minutes = format_minutes(task.estimated_time)
+        rows.append((tid, shorten(task.name, 40), deps, minutes, status))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]

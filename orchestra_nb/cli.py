@@ -119,10 +119,7 @@ def _load_functions(files: Sequence[Path]) -> dict[str, str]:
         sys.modules[spec.name] = module
         sys.path.insert(0, str(file.parent.resolve()))
         spec.loader.exec_module(module)
-    return {
-        name: ((entry.func.__doc__ or "").strip().splitlines() or [""])[0]
-        for name, entry in registered_functions().items()
-    }
+    return {name: entry.summary for name, entry in registered_functions().items()}
 
 
 async def _plan(args: argparse.Namespace) -> int:

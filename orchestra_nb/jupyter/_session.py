@@ -14,6 +14,7 @@ from collections.abc import Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._errors import OrchestraError, PlanError, RunError
+from .._text import shorten
 
 if TYPE_CHECKING:
     from .._engine import Run
@@ -92,11 +93,8 @@ class Orchestration:
             raise RunError("no LLM to plan with")
         self.goal = goal
         model = getattr(self.llm, "model", "the model")
-        self.widget.set_planning(f"Planning with {model}: {_short(goal)}")
-        functions = {
-            name: (entry.func.__doc__ or "").strip().split("\n")[0]
-            for name, entry in registered_functions().items()
-        }
+        self.widget.set_planning(f"Planning with {model}: {shorten(goal)}")
+        functions = {name: entry.summary for name, entry in registered_functions().items()}
 
         async def planning() -> TaskGraph:
             try:
@@ -184,18 +182,23 @@ class Orchestration:
         self.widget.set_stale(self.stale_ids())
 
     def stale_ids(self) -> set[str]:
-        """Tasks whose cache key differs from the latest run's: edited, or downstream of an edit."""
-        from .._actions import Actions, ThreadRunner
-        from .._cache import graph_keys
+        """Tasks the next run computes again: edited, or downstream of an edit or of a
+        changed function. Keys come from the same function the run uses."""
+        from .._actions import graph_cache_keys
 
         run, graph = self.run, self.graph
         if run is None or graph is None:
             return set()
-        actions = Actions(llm=self.llm, goal=graph.goal, threads=ThreadRunner(1))
         try:
-            keys = graph_keys(graph, actions.fingerprint)
-        except (OrchestraError, KeyError):  # e.g. a task naming a function not registered yet
-            return {tid for tid in graph.tasks if graph.tasks[tid] != run.graph.tasks.get(tid)}
+            keys = graph_cache_keys(
+                graph,
+                runner=self.options.get("runner"),
+                llm=self.llm,
+                functions=self.options.get("functions"),
+            )
+        except OrchestraError:  # a task that cannot run yet (its function is not registered)
+            changed = {tid for tid in graph.tasks if graph.tasks[tid] != run.graph.tasks.get(tid)}
+            return changed.union(*(graph.descendants(tid) for tid in changed))
         return {tid for tid, key in keys.items() if run.keys.get(tid) != key}
 
     def cancel_all(self) -> None:
@@ -272,8 +275,3 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     """The error is shown in the widget and raised by ``await``; do not let asyncio warn."""
     if not task.cancelled():
         task.exception()
-
-
-def _short(text: str, limit: int = 80) -> str:
-    one_line = " ".join(text.split())
-    return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"

@@ -26,6 +26,7 @@ import traitlets
 
 from .._errors import OrchestraError, PlanError
 from .._events import Event
+from .._kinds import KINDS, vocabulary
 from ._viewers import view
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from .._plan import TaskGraph
 
 FLUSH_EVERY = 0.1  # seconds between front-end updates while a run is live
-_KINDS = ("llm", "python", "report")
 
 
 class Controller(Protocol):
@@ -60,6 +60,7 @@ class DagWidget(anywidget.AnyWidget):
     inspector = traitlets.Dict({}).tag(sync=True)
     message = traitlets.Dict({}).tag(sync=True)
     busy = traitlets.Unicode("").tag(sync=True)
+    vocabulary = traitlets.Dict(vocabulary()).tag(sync=True)  # kinds and statuses, as data
     # set by the front end
     selected = traitlets.Unicode("").tag(sync=True)
     edit = traitlets.Dict({}).tag(sync=True)
@@ -216,8 +217,8 @@ class DagWidget(anywidget.AnyWidget):
             raise PlanError("there is no plan to edit yet")
         if op == "add_task":
             kind = request.get("kind") or "llm"
-            if kind not in _KINDS:
-                raise PlanError(f"unknown kind {kind!r}: use one of {', '.join(_KINDS)}")
+            if kind not in KINDS:
+                raise PlanError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
             task = graph.add_task(
                 name=str(request.get("name") or "").strip() or None,
                 description=str(request.get("description") or ""),
@@ -237,8 +238,8 @@ class DagWidget(anywidget.AnyWidget):
             change = {"op": op, "id": request["task"], "dependency": request["dependency"]}
         elif op == "update_task":
             fields = {k: request[k] for k in ("name", "description", "kind") if k in request}
-            if "kind" in fields and fields["kind"] not in _KINDS:
-                raise PlanError(f"unknown kind {fields['kind']!r}: use one of {', '.join(_KINDS)}")
+            if "kind" in fields and fields["kind"] not in KINDS:
+                raise PlanError(f"unknown kind {fields['kind']!r}: use one of {', '.join(KINDS)}")
             graph.update_task(request["task"], **fields)
             change = {"op": op, "id": request["task"], "fields": sorted(fields)}
         else:

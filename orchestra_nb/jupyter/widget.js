@@ -4,8 +4,8 @@
 // by setting `selected` and `edit`. The SVG from graphviz is inserted once per layout; status
 // changes only toggle CSS classes on the node elements found once per SVG.
 
-const STATUSES = ["pending", "ready", "running", "waiting", "done", "cached", "failed",
-  "skipped", "cancelled", "unsaved"];
+// Task kinds and statuses arrive as data (the `vocabulary` trait): Python defines them once.
+const names = (model, what) => (model.get("vocabulary")[what] || []).map((x) => x.name);
 
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -197,9 +197,10 @@ function render({ model, el }) {
   function recolourNow() {
     const statuses = model.get("statuses") || {};
     const stale = new Set(model.get("stale") || []);
+    const all = names(model, "statuses");
     for (const [tid, g] of nodeIndex) {
       const status = statuses[tid] || "pending";
-      for (const s of STATUSES) g.classList.toggle(`status-${s}`, s === status);
+      for (const s of all) g.classList.toggle(`status-${s}`, s === status);
       g.classList.toggle("stale", stale.has(tid));
       g.setAttribute("data-status", status);
     }
@@ -286,7 +287,7 @@ function render({ model, el }) {
 
   function kindSelect(value) {
     const select = h("select", { "data-testid": "edit-kind" });
-    for (const k of ["llm", "python", "report"]) select.append(h("option", { value: k, text: k, selected: k === value ? "" : null }));
+    for (const k of names(model, "kinds")) select.append(h("option", { value: k, text: k, selected: k === value ? "" : null }));
     return select;
   }
 
@@ -307,7 +308,7 @@ function render({ model, el }) {
     form.innerHTML = "";
     const name = h("input", { "data-testid": "new-name", placeholder: "name" });
     const description = h("textarea", { "data-testid": "new-description", rows: 3, placeholder: "what to do" });
-    const kind = kindSelect("llm");
+    const kind = kindSelect(model.get("vocabulary").default_kind);
     const selected = model.get("selected");
     const dep = h("input", { type: "checkbox", "data-testid": "new-after-selected", checked: selected ? "" : null });
     form.append(h("div", { class: "onb-edit" }, h("strong", { text: "New task" }),

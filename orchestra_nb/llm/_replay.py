@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ReplayMissError
+from .._text import shorten
 from ._base import LLM, Completion, Message, Usage, UsageCounter, normalize_messages, parse_json
 
 FORMAT = "orchestra-nb-replay/1"
@@ -164,5 +165,4 @@ class ReplayLLM(UsageCounter):
 def _preview(messages: Sequence[Message] | str, limit: int = 80) -> str:
     msgs = normalize_messages(messages)
     users = [m["content"] for m in msgs if m["role"] == "user"] or [msgs[-1]["content"]]
-    text = _normalize(users[-1])
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(_normalize(users[-1]), limit)

@@ -1,0 +1,17 @@
+"""Small text helpers shared by everything that shows user- or model-written text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def shorten(text: str | None, limit: int = 80) -> str:
+    """``text`` on one line (whitespace collapsed), cut to ``limit`` characters with "…"."""
+    one_line = " ".join((text or "").split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
+
+
+def first_line(obj: Any) -> str:
+    """The first line of an object's docstring (a function's summary), or ""."""
+    lines = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+    return lines[0].strip() if lines else ""
