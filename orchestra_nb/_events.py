@@ -24,6 +24,7 @@ EventKind = Literal[
     "failed",
     "skipped",
     "cancelled",
+    "unsaved",
     "run_finished",
 ]
 
@@ -37,6 +38,7 @@ STATUS_AFTER: Mapping[str, str] = {
     "failed": "failed",
     "skipped": "skipped",
     "cancelled": "cancelled",
+    "unsaved": "unsaved",
 }
 
 

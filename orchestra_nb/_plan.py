@@ -193,7 +193,8 @@ class TaskGraph:
     ``TaskGraph.load(path)``. Edit it with ``add_task``, ``remove_task``,
     ``add_dependency``, ``remove_dependency`` and ``update_task``; every edit is
     validated and atomic. ``observe(callback)`` registers a function called with a
-    small dict describing each successful edit (the widget uses it).
+    small dict describing each successful edit, for code that keeps its own view of
+    the graph in step with it.
     """
 
     def __init__(

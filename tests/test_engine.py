@@ -162,12 +162,23 @@ async def test_retries_exhausted_fail_after_retries_plus_one_attempts():
     assert all(0 < e.data["delay"] <= 0.02 for e in retrying)
 
 
-async def test_per_task_retries_override_the_run_default():
-    g = TaskGraph([Task("a", retries=0), Task("b", retries=3)])
-    rec = Recorder(fail={"a": 1, "b": 3})
-    run = await onb.run(g, runner=rec, retries=1, backoff=0.001, store="memory://")
-    assert run.status == {"a": "failed", "b": "done"}
-    assert run.attempts == {"a": 1, "b": 4}
+async def test_a_tasks_retries_can_lower_the_runs_but_never_raise_them():
+    # a plan (possibly written by a model) may not raise the user's limits
+    g = TaskGraph([Task("a", retries=0), Task("b", retries=3), Task("c", retries=1)])
+    rec = Recorder(fail={"a": 1, "b": 3, "c": 1})
+    run = await onb.run(g, runner=rec, retries=2, backoff=0.001, store="memory://")
+    assert run.status == {"a": "failed", "b": "failed", "c": "done"}
+    assert run.attempts == {"a": 1, "b": 3, "c": 2}
+
+
+async def test_a_tasks_timeout_cannot_outlast_the_runs():
+    g = TaskGraph([Task("slow", timeout=100)])
+
+    async def runner(task, inputs):
+        await asyncio.sleep(10)
+
+    run = await onb.run(g, runner=runner, timeout=0.05, store="memory://")
+    assert run.errors["slow"] == "timed out after 0.05 s"
 
 
 async def test_timeout_fails_the_task_and_frees_its_slot():
@@ -417,7 +428,7 @@ def test_runs_in_a_plain_script_with_asyncio_run():
 
 def test_start_needs_a_running_loop():
     with pytest.raises(RuntimeError):
-        onb._engine.start(chain(1), runner=Recorder(), store="memory://")
+        onb.engine.start(chain(1), runner=Recorder(), store="memory://")
 
 
 async def test_progress_and_repr():

@@ -17,8 +17,8 @@ from .._errors import OrchestraError, PlanError, RunError
 from .._text import shorten
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._plan import TaskGraph
+    from ..engine import Run
     from ..llm import LLM
     from ._widget import DagWidget
 
@@ -117,7 +117,7 @@ class Orchestration:
 
     def start(self, *, refresh: bool | Iterable[str] = False) -> Run:
         """Run the current plan; what is cached comes from the store."""
-        from .._engine import start
+        from ..engine import start
 
         if self.graph is None:
             raise PlanError("there is no plan yet" + (" (still planning)" if self.planning else ""))
@@ -136,7 +136,7 @@ class Orchestration:
 
     def resume(self, run_id: str) -> None:
         """Continue a run recorded in the store (after a kernel restart), in the background."""
-        from .._engine import start_resume
+        from ..engine import start_resume
 
         self.widget.set_planning(f"Loading run {run_id} from the store…")
 

@@ -30,8 +30,8 @@ from .._kinds import KINDS, vocabulary
 from ._viewers import view
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._plan import TaskGraph
+    from ..engine import Run
 
 FLUSH_EVERY = 0.1  # seconds between front-end updates while a run is live
 

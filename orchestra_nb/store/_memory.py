@@ -42,7 +42,7 @@ class MemoryStore(StoreBase):
         else:
             self._data = _Data()
         # plain str goes straight to "text" unless a custom codec comes first
-        self._fast_str = list(self.codecs._codecs)[:2] == ["markdown", "text"]
+        self._fast_str = [c.name for c in self.codecs][:2] == ["markdown", "text"]
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         results = self._data.results
@@ -80,7 +80,7 @@ class MemoryStore(StoreBase):
 
     def _describe(self, value: Any) -> tuple[Any, str, str]:
         """(value as kept, codec, mime); a figure is kept as its PNG, like the other stores."""
-        for codec in self.codecs._codecs.values():
+        for codec in self.codecs:
             if codec.accepts(value):
                 if codec.name == "figure":
                     value = Image.from_figure(value)

@@ -1,0 +1,546 @@
+"""The driver: executes one TaskGraph on the running event loop with a bounded pool.
+
+The pure ``Scheduler`` decides which task runs next; the driver does the
+waiting around it and owns every asyncio task it starts. One run goes::
+
+    prepare: cache keys ─► stored results (cached) ─► header ─► Scheduler
+       │
+       ▼
+    dispatch ◄──────────────────────────────────────────────────────────────┐
+       │ get_ready(): the best tasks the pool has room for                   │
+       ▼                                                                     │
+    worker: execute (timeout) ─► commit to the store ─► done(id) ───────────┤
+       │ error                                                               │
+       ├─► retries left: slot freed, backoff timer ─► requeue ──────────────┘
+       └─► failed: descendants skipped (fail_fast: everything cancelled)
+
+    cancel(id) · cancel() · run_timeout · store failure ─► stop dispatching ─► wind down
+
+Completions drive dispatch directly: there is no polling loop. A task that
+times out or is cancelled gives its slot back at once even if its code ignores
+the cancellation (it is *abandoned*: cancelled, no longer waited for, and
+collected at the end). Identical tasks in flight together (same cache key) run
+once. A result is committed before its task is reported done; if the store
+fails, the run stops starting tasks, keeps what it computed in memory
+(``pending_writes``) and ends with ``StoreUnavailableError`` — a store failure
+is never charged to a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .._actions import TaskContext
+from .._errors import (
+    ConfigError,
+    PlanError,
+    ReplayMissError,
+    RunError,
+    StoreError,
+    StoreUnavailableError,
+)
+from .._kinds import FINAL_STATUSES
+from .._scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from .._actions import Actions
+    from .._plan import Task, TaskGraph
+    from ._options import RunOptions
+    from ._records import RunRecords
+    from ._state import RunState
+
+log = logging.getLogger("orchestra_nb")
+
+#: Errors that will not go away by trying again.
+PERMANENT_ERRORS = (ConfigError, PlanError, ReplayMissError, RunError, StoreError, TypeError)
+ABANDON_GRACE = 1.0  # seconds a cancelled task may take to honour cancellation at the end
+
+
+class TaskTimeoutError(TimeoutError):
+    """A task ran longer than its timeout."""
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What a run continues from an earlier one (``resume``, or a retry of some tasks)."""
+
+    tasks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # id -> task record
+    results: Mapping[str, tuple[str, Any]] = field(default_factory=dict)  # id -> (key, value)
+    lease_owner: str | None = None
+    created: float | None = None
+
+
+class Driver:
+    """Executes a graph for one run (see the module docstring)."""
+
+    def __init__(
+        self,
+        graph: TaskGraph,
+        state: RunState,
+        *,
+        options: RunOptions,
+        actions: Actions,
+        records: RunRecords,
+        refresh: bool | Iterable[str] = False,
+        only: Iterable[str] | None = None,
+        carried: Carried | None = None,
+    ) -> None:
+        self.graph = graph
+        self.state = state
+        self.options = options
+        self.actions = actions
+        self.records = records
+        self.carried = carried or Carried()
+        # task id -> (key, value, meta) computed but not committed (the store failed)
+        self.pending_writes: dict[str, tuple[str, Any, dict[str, Any]]] = {}
+        self.store_error: StoreError | None = None
+        self.cancelled = False  # the user (or whoever awaits the run) cancelled it
+        self._tasks = graph.tasks
+        self._forced = self._forced_ids(refresh)
+        self._only = None if only is None else self._selection(only)
+        self._sched: Scheduler | None = None
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._inflight: dict[str, list[asyncio.Future[Any]]] = {}
+        self._abandoned: set[asyncio.Future[Any]] = set()
+        self._finished: asyncio.Future[None] | None = None
+        records.on_unavailable = self._store_failed
+
+    # --- the whole run -----------------------------------------------------------------
+
+    async def drive(self) -> None:
+        """Run to the end. Raises what stops the run itself (a lease held elsewhere, an
+        unreachable store, a cancelled caller); task failures are outcomes, not errors."""
+        state = self.state
+        state.state = "running"
+        state.started_at = time.time()
+        state.t0 = time.monotonic()
+        self._loop = asyncio.get_running_loop()
+        self._finished = self._loop.create_future()
+        try:
+            await self.records.take_lease()
+            await self._prepare()
+            self._dispatch()
+            await self._wait_for_the_end()
+        except asyncio.CancelledError:
+            # run.cancel(), or whoever awaits the run was cancelled (an interrupted cell)
+            external = not self.cancelled
+            self.cancelled = True
+            self.cancel_all("run cancelled")
+            await self._wind_down()
+            if external:
+                raise
+            return
+        except BaseException:
+            self.cancel_all("run aborted")
+            await self._wind_down()
+            raise
+        await self._wind_down()
+        if self.store_error is not None:
+            raise StoreUnavailableError(
+                f"{self.store_error}; {len(self.pending_writes)} computed result(s) kept in "
+                f"memory: run `await orchestra_nb.resume(run)` when the store is back"
+            )
+
+    async def _wait_for_the_end(self) -> None:
+        assert self._finished is not None
+        limit = self.options.run_timeout
+        if limit is None:
+            await self._finished
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._finished), limit)
+        except TimeoutError:
+            self.state.error = f"run timed out after {limit:g} s"
+            self.cancel_all("run timed out")
+
+    async def _prepare(self) -> None:
+        graph, state, actions = self.graph, self.state, self.actions
+        await actions.prepare(graph)
+        state.keys = keys = actions.cache_keys(graph)
+        forced = self._forced
+        wanted = {k for tid, k in keys.items() if tid not in forced}
+        found = await self.records.lookup(wanted)
+        await self._recommit(found)
+        completed = [tid for tid, k in keys.items() if k in found and tid not in forced]
+        for tid in completed:
+            state.results[tid] = found[keys[tid]]
+        await self.records.save_header(self.header())
+
+        tasks, options = graph.tasks, self.options
+        resources = {}
+        for tid, t in tasks.items():
+            wants = dict(t.resources) or ({t.kind: 1} if t.kind in options.pools else {})
+            if wants:
+                resources[tid] = wants
+        retries = {tid: options.task_retries(t) for tid, t in tasks.items()}
+        if len(set(retries.values())) == 1:
+            retries = next(iter(retries.values()))  # one number for all: no per-task list
+        self._sched = sched = Scheduler(
+            {tid: t.dependencies for tid, t in tasks.items()},
+            priority={tid: t.priority for tid, t in tasks.items() if t.priority is not None},
+            durations=graph.durations(),
+            resources=resources,
+            pools=dict(options.pools),
+            max_workers=options.workers,
+            retries=retries,
+            completed=completed,
+        )
+        state.emit("run_started", data={"tasks": len(state.status), "cached": len(completed)})
+        carried = self.carried.tasks
+        for tid in completed:
+            previous = carried.get(tid, {}).get("status")
+            self._finish(tid, "done" if previous == "done" else "cached", record=False)
+        if self._only is not None:
+            self._leave_unselected()
+        for tid in tasks:
+            if sched.state(tid) == "ready":
+                state.set_status(tid, "queued")
+
+    def header(self) -> dict[str, Any]:
+        """The run's header as the store keeps it."""
+        state = self.state
+        return {
+            "run_id": state.run_id,
+            "created": self.carried.created or state.started_at,
+            "state": state.state,
+            "finished": state.finished_at,
+            "error": state.error,
+            "goal": self.graph.goal,
+            # JSON text (from_plan reads it back), built once per graph: a string is one
+            # object the garbage collector ignores, the plan as dicts two per task it tracks
+            "graph": self.graph.to_json(indent=None),
+            "keys": state.keys,
+            "options": self.options.to_record(),
+            "tasks": len(state.status),
+        }
+
+    async def _recommit(self, found: dict[str, Any]) -> None:
+        """Results the run being continued holds in memory but the store lacks are
+        committed now instead of being computed again."""
+        keys, forced = self.state.keys, self._forced
+        missing = {
+            key: value
+            for tid, (key, value) in self.carried.results.items()
+            if keys.get(tid) == key and key not in found and tid not in forced
+        }
+        await self.records.recommit(missing, reason="resumed")
+        found.update(missing)
+
+    # --- which tasks run -------------------------------------------------------------------
+
+    def _forced_ids(self, refresh: bool | Iterable[str]) -> set[str]:
+        if refresh is True:
+            return set(self._tasks)
+        if not refresh:
+            return set()
+        forced: set[str] = set()
+        for tid in refresh:  # type: ignore[union-attr]
+            if tid not in self.graph:
+                raise RunError(f"cannot refresh unknown task {tid!r}")
+            forced |= {tid, *self.graph.descendants(tid)}
+        return forced
+
+    def _selection(self, only: Iterable[str]) -> set[str]:
+        """The chosen tasks and their descendants, with every ancestor these need."""
+        graph = self.graph
+        chosen: set[str] = set()
+        for tid in only:
+            if tid not in graph:
+                raise RunError(f"cannot run unknown task {tid!r}")
+            chosen |= {tid, *graph.descendants(tid)}
+        return chosen.union(*(graph.ancestors(tid) for tid in chosen))
+
+    def _leave_unselected(self) -> None:
+        """Tasks outside ``only`` that have no result keep the outcome they had."""
+        assert self._sched is not None
+        assert self._only is not None
+        carried = self.carried.tasks
+        for tid in self._tasks:
+            if tid in self._only or self.state.status[tid] in FINAL_STATUSES:
+                continue
+            for skipped in (tid, *self._sched.cancel(tid)):
+                entry = carried.get(skipped, {})
+                before = entry.get("status")
+                outcome = before if before in ("failed", "skipped", "cancelled") else "skipped"
+                error = entry.get("error") or "not selected for this run"
+                self._finish(skipped, outcome, error=error, record=False)
+
+    # --- dispatch and workers ----------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        sched = self._sched
+        if sched is None:
+            return
+        if self.store_error is not None or self.cancelled:
+            if not self._workers:
+                self._resolve_finished()
+            return
+        spawn, work, workers = self._loop.create_task, self._work, self._workers
+        for tid in sched.get_ready():
+            workers[tid] = spawn(work(tid))
+        if not sched.is_active():
+            self._resolve_finished()
+
+    def _resolve_finished(self) -> None:
+        if self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)
+
+    async def _work(self, tid: str) -> None:
+        sched, state = self._sched, self.state
+        assert sched is not None
+        task = self._tasks[tid]
+        attempt = sched.attempts(tid)
+        state.attempts[tid] = attempt
+        state.first_start.setdefault(tid, state.now())
+        state.set_status(tid, "started", attempt=attempt)
+        key = state.keys[tid]
+        ctx = TaskContext(state.run_id, task, attempt, goal=self.graph.goal, key=key)
+        try:
+            value = await self._execute_once(key, task, ctx)
+        except asyncio.CancelledError:
+            if self._workers.get(tid) is asyncio.current_task():
+                del self._workers[tid]
+            if state.status.get(tid) in FINAL_STATUSES or self.cancelled:
+                return  # cancelled on purpose: its state is already recorded
+            raise
+        except Exception as exc:  # any error of the task's own code is its outcome
+            self._workers.pop(tid, None)
+            self._task_failed(tid, exc, attempt)
+            return
+        if ctx.usage is not None:
+            state.add_usage(tid, ctx.usage)
+        meta = {"task_id": tid, "run_id": state.run_id, "kind": task.kind}
+        if ctx.usage is not None:
+            meta["tokens"] = ctx.usage.total_tokens
+        try:
+            await self.records.commit(key, value, meta)
+        except StoreUnavailableError as exc:  # the store's failure, not the task's
+            self._workers.pop(tid, None)
+            state.results[tid] = value
+            self.pending_writes[tid] = (key, value, meta)
+            state.set_status(tid, "unsaved", attempt=attempt, error=str(exc))
+            self._store_failed(exc)
+            return
+        except StoreError as exc:  # the value itself cannot be stored (no codec takes it)
+            self._workers.pop(tid, None)
+            self._task_failed(tid, exc, attempt)
+            return
+        self._workers.pop(tid, None)
+        state.results[tid] = value
+        newly_ready = sched.done(tid)
+        self._finish(tid, "done", attempt=attempt)
+        for ready in newly_ready:
+            state.set_status(ready, "queued")
+        self._dispatch()
+
+    async def _execute_once(self, key: str, task: Task, ctx: TaskContext) -> Any:
+        """Execute, or share the result of an identical task already in flight."""
+        waiters = self._inflight.get(key)
+        if waiters is not None:  # an identical task is running: wait for its result
+            future: asyncio.Future[Any] = self._loop.create_future()
+            waiters.append(future)
+            return await future
+        self._inflight[key] = waiters = []
+        try:
+            results = self.state.results
+            inputs = {dep: results[dep] for dep in task.dependencies}
+            timeout = self.options.task_timeout(task)
+            if timeout is None:
+                value = await self.actions.execute(task, inputs, ctx)
+            else:
+                value = await self._execute_with_timeout(task, inputs, ctx, timeout)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                exc = RunError(f"the identical task {task.id!r} was cancelled")
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            raise
+        else:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(value)
+            return value
+        finally:
+            del self._inflight[key]
+
+    async def _execute_with_timeout(
+        self, task: Task, inputs: dict[str, Any], ctx: TaskContext, seconds: float
+    ) -> Any:
+        inner = asyncio.ensure_future(self.actions.execute(task, inputs, ctx))
+        try:
+            done, _pending = await asyncio.wait({inner}, timeout=seconds)
+        except asyncio.CancelledError:
+            self._abandon(inner)
+            raise
+        if inner in done:
+            return inner.result()
+        self._abandon(inner)
+        raise TaskTimeoutError(f"timed out after {seconds:g} s")
+
+    def _abandon(self, inner: asyncio.Future[Any]) -> None:
+        """Cancel a task's code and stop waiting for it; its slot is already free."""
+        inner.cancel()
+        if not inner.done():
+            self._abandoned.add(inner)
+            inner.add_done_callback(self._forget_abandoned)
+
+    def _forget_abandoned(self, inner: asyncio.Future[Any]) -> None:
+        self._abandoned.discard(inner)
+        if not inner.cancelled():
+            inner.exception()  # retrieve it so asyncio does not warn
+
+    # --- failures, retries, cancellation -------------------------------------------------------
+
+    def _task_failed(self, tid: str, exc: BaseException, attempt: int) -> None:
+        assert self._sched is not None
+        message = one_line(exc)
+        outcome = self._sched.failed(tid, retryable=not isinstance(exc, PERMANENT_ERRORS))
+        if outcome.retry:
+            retry_after = getattr(exc, "retry_after", None)
+            delay = self.options.retry_delay(attempt, random.random(), retry_after)
+            self.state.set_status(
+                tid, "retrying", attempt=attempt, error=message, data={"delay": delay}
+            )
+            self._timers[tid] = self._loop.call_later(delay, self._requeue, tid)
+        else:
+            self._finish(tid, "failed", attempt=attempt, error=message)
+            for skipped in outcome.skipped:
+                self._finish(skipped, "skipped", error=f"dependency {tid!r} failed")
+            if self.options.fail_fast:
+                self.cancel_all(f"fail_fast: {tid!r} failed")
+        self._dispatch()
+
+    def _requeue(self, tid: str) -> None:
+        self._timers.pop(tid, None)
+        sched = self._sched
+        if sched is None or sched.state(tid) != "waiting" or self.cancelled:
+            return
+        if self.store_error is not None:
+            return
+        sched.requeue(tid)
+        self.state.set_status(tid, "queued")
+        self._dispatch()
+
+    def cancel_task(self, tid: str) -> None:
+        """Cancel one task; its descendants become skipped."""
+        if tid not in self.state.status:
+            raise RunError(f"no task {tid!r} in run {self.state.run_id!r}")
+        if self._sched is None or self.state.status[tid] in FINAL_STATUSES:
+            return
+        skipped = self._sched.cancel(tid)
+        self._stop(tid)
+        self._finish(tid, "cancelled", error="cancelled by the user")
+        for other in skipped:
+            self._finish(other, "skipped", error=f"{tid!r} was cancelled")
+        self._dispatch()
+
+    def cancel_all(self, reason: str) -> None:
+        """Cancel every unfinished task and end the run."""
+        if self._sched is not None:
+            for tid in self._sched.cancel_all():
+                self._stop(tid)
+                self._finish(tid, "cancelled", error=reason)
+        self._resolve_finished()
+
+    def _stop(self, tid: str) -> None:
+        timer = self._timers.pop(tid, None)
+        if timer is not None:
+            timer.cancel()
+        worker = self._workers.pop(tid, None)
+        if worker is not None and not worker.done():
+            self._abandon(worker)
+
+    def _store_failed(self, exc: StoreError) -> None:
+        """Stop starting tasks; running ones finish and keep their results in memory."""
+        if self.store_error is None:
+            self.store_error = exc
+            self.state.error = str(exc)
+            self.records.broken = True
+        self._dispatch()
+
+    # --- state and the end ----------------------------------------------------------------------
+
+    def _finish(
+        self,
+        tid: str,
+        status: str,
+        *,
+        attempt: int = 0,
+        error: str | None = None,
+        record: bool = True,
+    ) -> None:
+        state = self.state
+        if error is not None:
+            if status == "failed":
+                state.errors[tid] = error
+            elif status in ("skipped", "cancelled"):
+                state.errors.setdefault(tid, error)
+        usage = state.usage_by_task.get(tid)
+        data = {"tokens": usage.total_tokens} if usage is not None else None
+        state.set_status(tid, status, attempt=attempt, error=error, data=data)
+        if record:
+            start = state.first_start.get(tid)
+            end = state.now()
+            if start is not None:
+                state.timeline[tid] = (start, end)
+            self.records.task_finished(
+                tid,
+                {
+                    "status": status,
+                    "attempts": state.attempts.get(tid, 0),
+                    "start": start,
+                    "end": end if start is not None else None,
+                    "error": state.errors.get(tid),
+                    "key": state.keys.get(tid),
+                    "tokens": usage.total_tokens if usage is not None else 0,
+                },
+            )
+
+    async def _wind_down(self) -> None:
+        """Stop everything this run started, write the last records, free the lease."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for worker in self._workers.values():
+            self._abandon(worker)
+        self._workers.clear()
+        if self._abandoned:
+            _done, still = await asyncio.wait(set(self._abandoned), timeout=ABANDON_GRACE)
+            if still:
+                log.warning(
+                    "%d task(s) of run %s ignored cancellation and are left running",
+                    len(still),
+                    self.state.run_id,
+                )
+        await self.actions.aclose()
+        await self.records.stop_renewing()
+        state = self.state
+        state.finished_at = time.time()
+        if self.cancelled:
+            state.state = "cancelled"
+        elif state.error is not None or state.counts["done"] + state.counts["cached"] < len(
+            state.status
+        ):
+            state.state = "failed"
+        else:
+            state.state = "finished"
+        state.emit("run_finished", data={"state": state.state, "counts": vars(state.progress())})
+        await self.records.finish(self.header())
+        await self.records.close()
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line, prefixed by its type unless it is one of ours."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    name = type(exc).__name__
+    if isinstance(exc, TaskTimeoutError | StoreError | ConfigError | RunError | PlanError):
+        return text
+    return f"{name}: {text}" if not text.startswith(name) else text
