@@ -21,6 +21,7 @@ from ._errors import (
     StoreError,
     StoreUnavailableError,
     TaskFailedError,
+    TaskTimeoutError,
     UnsafeDataError,
 )
 
@@ -96,6 +97,7 @@ __all__ = [
     "Task",
     "TaskFailedError",
     "TaskGraph",
+    "TaskTimeoutError",
     "UnsafeDataError",
     "Usage",
     "cache_key",

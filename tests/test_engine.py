@@ -474,3 +474,37 @@ async def test_an_error_nobody_awaits_is_logged_once(caplog):
         await onb.run(plan, functions={"noop": noop}, store=bad_store)
     await asyncio.sleep(0)
     assert not [r for r in caplog.records if "stopped" in r.getMessage()]  # it reached us
+
+
+async def test_only_runs_the_chosen_tasks_with_their_descendants(tmp_path):
+    store = f"sqlite:///{tmp_path}/only.db"
+    g = TaskGraph(
+        [
+            Task("a"),
+            Task("b", dependencies=("a",)),
+            Task("c", dependencies=("b",)),
+            Task("x"),
+            Task("y", dependencies=("x",)),
+        ]
+    )
+    first = await onb.run(g, runner=Recorder(fail={"b": 1, "x": 1}), store=store)
+    assert first.status == {
+        "a": "done", "b": "failed", "c": "skipped", "x": "failed", "y": "skipped",
+    }  # fmt: skip
+    rec = Recorder()
+    again = await onb.run(g, runner=rec, store=store, only=["b"])
+    assert sorted(rec.calls) == ["b", "c"]  # x is not retried; a comes from the store
+    assert again.status == {
+        "a": "cached", "b": "done", "c": "done", "x": "skipped", "y": "skipped",
+    }  # fmt: skip
+    assert again.errors["x"] == "not selected for this run"
+
+
+async def test_only_brings_the_ancestors_a_chosen_descendant_needs(tmp_path):
+    g = TaskGraph([Task("a"), Task("x"), Task("c", dependencies=("a", "x"))])
+    rec = Recorder()
+    run = await onb.run(g, runner=rec, store="memory://", only=["a"])
+    assert sorted(rec.calls) == ["a", "c", "x"]  # c needs x, so x runs too
+    assert run.ok
+    with pytest.raises(RunError, match="cannot run unknown task 'nope'"):
+        await onb.run(g, runner=rec, store="memory://", only=["nope"])

@@ -5,7 +5,9 @@ Who owns what (each module opens by saying more):
 - ``_options``: ``RunOptions``, the one place run options are validated;
 - ``_state``: ``RunState``, the live per-task record of a run, and ``Progress``;
 - ``_driver``: ``Driver``, which owns the ``Scheduler`` and every asyncio task it
-  starts — workers, timeouts, retries, cancellation, in-flight deduplication;
+  starts — workers, retries and backoff, cancellation, the end of the run;
+- ``_attempts``: ``Attempts``, one attempt of a task — timeouts, abandoned tasks,
+  in-flight deduplication of identical tasks;
 - ``_records``: ``RunRecords``, the run's only store I/O — cached lookups, commits,
   the run header, batched task records and the lease;
 - ``_run``: ``Run``, the read-only handle users hold;
@@ -18,7 +20,6 @@ them to an ``Executor`` (local threads, or a ``DaskExecutor`` given by the user)
 """
 
 from ._api import history, new_run_id, resume, rollback, run, start, start_resume
-from ._driver import TaskTimeoutError
 from ._options import MODES, RunOptions
 from ._orchestrator import Orchestrator
 from ._run import Run
@@ -30,7 +31,6 @@ __all__ = [
     "Progress",
     "Run",
     "RunOptions",
-    "TaskTimeoutError",
     "history",
     "new_run_id",
     "resume",

@@ -1,7 +1,9 @@
 """The driver: executes one TaskGraph on the running event loop with a bounded pool.
 
 The pure ``Scheduler`` decides which task runs next; the driver does the
-waiting around it and owns every asyncio task it starts. One run goes::
+waiting around it and owns every asyncio task it starts (executing an attempt —
+timeouts, in-flight deduplication, abandoned tasks — is ``_attempts``'). One run
+goes::
 
     prepare: cache keys ─► stored results (cached) ─► header ─► Scheduler
        │
@@ -32,8 +34,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .._actions import TaskContext
@@ -44,13 +45,16 @@ from .._errors import (
     RunError,
     StoreError,
     StoreUnavailableError,
+    one_line,
 )
 from .._kinds import FINAL_STATUSES
 from .._scheduler import Scheduler
+from ._attempts import Attempts
+from ._selection import Carried, forced_ids, selection
 
 if TYPE_CHECKING:
     from .._actions import Actions
-    from .._plan import Task, TaskGraph
+    from .._plan import TaskGraph
     from ._options import RunOptions
     from ._records import RunRecords
     from ._state import RunState
@@ -60,20 +64,6 @@ log = logging.getLogger("orchestra_nb")
 #: Errors that will not go away by trying again.
 PERMANENT_ERRORS = (ConfigError, PlanError, ReplayMissError, RunError, StoreError, TypeError)
 ABANDON_GRACE = 1.0  # seconds a cancelled task may take to honour cancellation at the end
-
-
-class TaskTimeoutError(TimeoutError):
-    """A task ran longer than its timeout."""
-
-
-@dataclass(frozen=True)
-class Carried:
-    """What a run continues from an earlier one (``resume``, or a retry of some tasks)."""
-
-    tasks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # id -> task record
-    results: Mapping[str, tuple[str, Any]] = field(default_factory=dict)  # id -> (key, value)
-    lease_owner: str | None = None
-    created: float | None = None
 
 
 class Driver:
@@ -102,13 +92,12 @@ class Driver:
         self.store_error: StoreError | None = None
         self.cancelled = False  # the user (or whoever awaits the run) cancelled it
         self._tasks = graph.tasks
-        self._forced = self._forced_ids(refresh)
-        self._only = None if only is None else self._selection(only)
+        self._forced = forced_ids(graph, refresh)
+        self._only = None if only is None else selection(graph, only)
         self._sched: Scheduler | None = None
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._inflight: dict[str, list[asyncio.Future[Any]]] = {}
-        self._abandoned: set[asyncio.Future[Any]] = set()
+        self._attempts = Attempts(actions)
         self._finished: asyncio.Future[None] | None = None
         records.on_unavailable = self._store_failed
 
@@ -171,7 +160,7 @@ class Driver:
         completed = [tid for tid, k in keys.items() if k in found and tid not in forced]
         for tid in completed:
             state.results[tid] = found[keys[tid]]
-        await self.records.save_header(self.header())
+        await self.records.save_header(self._header())
 
         tasks, options = graph.tasks, self.options
         resources = {}
@@ -203,23 +192,8 @@ class Driver:
             if sched.state(tid) == "ready":
                 state.set_status(tid, "queued")
 
-    def header(self) -> dict[str, Any]:
-        """The run's header as the store keeps it."""
-        state = self.state
-        return {
-            "run_id": state.run_id,
-            "created": self.carried.created or state.started_at,
-            "state": state.state,
-            "finished": state.finished_at,
-            "error": state.error,
-            "goal": self.graph.goal,
-            # JSON text (from_plan reads it back), built once per graph: a string is one
-            # object the garbage collector ignores, the plan as dicts two per task it tracks
-            "graph": self.graph.to_json(indent=None),
-            "keys": state.keys,
-            "options": self.options.to_record(),
-            "tasks": len(state.status),
-        }
+    def _header(self) -> dict[str, Any]:
+        return self.records.header(self.graph, self.state, self.options, self.carried.created)
 
     async def _recommit(self, found: dict[str, Any]) -> None:
         """Results the run being continued holds in memory but the store lacks are
@@ -233,44 +207,16 @@ class Driver:
         await self.records.recommit(missing, reason="resumed")
         found.update(missing)
 
-    # --- which tasks run -------------------------------------------------------------------
-
-    def _forced_ids(self, refresh: bool | Iterable[str]) -> set[str]:
-        if refresh is True:
-            return set(self._tasks)
-        if not refresh:
-            return set()
-        forced: set[str] = set()
-        for tid in refresh:  # type: ignore[union-attr]
-            if tid not in self.graph:
-                raise RunError(f"cannot refresh unknown task {tid!r}")
-            forced |= {tid, *self.graph.descendants(tid)}
-        return forced
-
-    def _selection(self, only: Iterable[str]) -> set[str]:
-        """The chosen tasks and their descendants, with every ancestor these need."""
-        graph = self.graph
-        chosen: set[str] = set()
-        for tid in only:
-            if tid not in graph:
-                raise RunError(f"cannot run unknown task {tid!r}")
-            chosen |= {tid, *graph.descendants(tid)}
-        return chosen.union(*(graph.ancestors(tid) for tid in chosen))
-
     def _leave_unselected(self) -> None:
-        """Tasks outside ``only`` that have no result keep the outcome they had."""
-        assert self._sched is not None
+        """Tasks outside ``only`` without a stored result are skipped in this run."""
+        sched, status = self._sched, self.state.status
+        assert sched is not None
         assert self._only is not None
-        carried = self.carried.tasks
         for tid in self._tasks:
-            if tid in self._only or self.state.status[tid] in FINAL_STATUSES:
+            if tid in self._only or status[tid] in FINAL_STATUSES:
                 continue
-            for skipped in (tid, *self._sched.cancel(tid)):
-                entry = carried.get(skipped, {})
-                before = entry.get("status")
-                outcome = before if before in ("failed", "skipped", "cancelled") else "skipped"
-                error = entry.get("error") or "not selected for this run"
-                self._finish(skipped, outcome, error=error, record=False)
+            for skipped in (tid, *sched.cancel(tid)):
+                self._finish(skipped, "skipped", error="not selected for this run", record=False)
 
     # --- dispatch and workers ----------------------------------------------------------------
 
@@ -303,7 +249,10 @@ class Driver:
         key = state.keys[tid]
         ctx = TaskContext(state.run_id, task, attempt, goal=self.graph.goal, key=key)
         try:
-            value = await self._execute_once(key, task, ctx)
+            results = state.results
+            inputs = {dep: results[dep] for dep in task.dependencies}
+            timeout = self.options.task_timeout(task)
+            value = await self._attempts.execute(key, task, inputs, ctx, timeout)
         except asyncio.CancelledError:
             if self._workers.get(tid) is asyncio.current_task():
                 del self._workers[tid]
@@ -339,63 +288,6 @@ class Driver:
         for ready in newly_ready:
             state.set_status(ready, "queued")
         self._dispatch()
-
-    async def _execute_once(self, key: str, task: Task, ctx: TaskContext) -> Any:
-        """Execute, or share the result of an identical task already in flight."""
-        waiters = self._inflight.get(key)
-        if waiters is not None:  # an identical task is running: wait for its result
-            future: asyncio.Future[Any] = self._loop.create_future()
-            waiters.append(future)
-            return await future
-        self._inflight[key] = waiters = []
-        try:
-            results = self.state.results
-            inputs = {dep: results[dep] for dep in task.dependencies}
-            timeout = self.options.task_timeout(task)
-            if timeout is None:
-                value = await self.actions.execute(task, inputs, ctx)
-            else:
-                value = await self._execute_with_timeout(task, inputs, ctx, timeout)
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                exc = RunError(f"the identical task {task.id!r} was cancelled")
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
-            raise
-        else:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(value)
-            return value
-        finally:
-            del self._inflight[key]
-
-    async def _execute_with_timeout(
-        self, task: Task, inputs: dict[str, Any], ctx: TaskContext, seconds: float
-    ) -> Any:
-        inner = asyncio.ensure_future(self.actions.execute(task, inputs, ctx))
-        try:
-            done, _pending = await asyncio.wait({inner}, timeout=seconds)
-        except asyncio.CancelledError:
-            self._abandon(inner)
-            raise
-        if inner in done:
-            return inner.result()
-        self._abandon(inner)
-        raise TaskTimeoutError(f"timed out after {seconds:g} s")
-
-    def _abandon(self, inner: asyncio.Future[Any]) -> None:
-        """Cancel a task's code and stop waiting for it; its slot is already free."""
-        inner.cancel()
-        if not inner.done():
-            self._abandoned.add(inner)
-            inner.add_done_callback(self._forget_abandoned)
-
-    def _forget_abandoned(self, inner: asyncio.Future[Any]) -> None:
-        self._abandoned.discard(inner)
-        if not inner.cancelled():
-            inner.exception()  # retrieve it so asyncio does not warn
 
     # --- failures, retries, cancellation -------------------------------------------------------
 
@@ -456,7 +348,7 @@ class Driver:
             timer.cancel()
         worker = self._workers.pop(tid, None)
         if worker is not None and not worker.done():
-            self._abandon(worker)
+            self._attempts.abandon(worker)
 
     def _store_failed(self, exc: StoreError) -> None:
         """Stop starting tasks; running ones finish and keep their results in memory."""
@@ -510,16 +402,9 @@ class Driver:
             timer.cancel()
         self._timers.clear()
         for worker in self._workers.values():
-            self._abandon(worker)
+            self._attempts.abandon(worker)
         self._workers.clear()
-        if self._abandoned:
-            _done, still = await asyncio.wait(set(self._abandoned), timeout=ABANDON_GRACE)
-            if still:
-                log.warning(
-                    "%d task(s) of run %s ignored cancellation and are left running",
-                    len(still),
-                    self.state.run_id,
-                )
+        await self._attempts.settle(ABANDON_GRACE, self.state.run_id)
         await self.actions.aclose()
         await self.records.stop_renewing()
         state = self.state
@@ -533,14 +418,5 @@ class Driver:
         else:
             state.state = "finished"
         state.emit("run_finished", data={"state": state.state, "counts": vars(state.progress())})
-        await self.records.finish(self.header())
+        await self.records.finish(self._header())
         await self.records.close()
-
-
-def one_line(exc: BaseException) -> str:
-    """An error as one line, prefixed by its type unless it is one of ours."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    name = type(exc).__name__
-    if isinstance(exc, TaskTimeoutError | StoreError | ConfigError | RunError | PlanError):
-        return text
-    return f"{name}: {text}" if not text.startswith(name) else text

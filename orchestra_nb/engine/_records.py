@@ -36,7 +36,10 @@ from .._errors import LeaseError, StoreError, StoreUnavailableError
 from ..store import StoredResult
 
 if TYPE_CHECKING:
+    from .._plan import TaskGraph
     from ..store import ResultStore, RunRecord
+    from ._options import RunOptions
+    from ._state import RunState
 
 log = logging.getLogger("orchestra_nb")
 
@@ -91,6 +94,25 @@ class RunRecords:
             await self.store.put_many(results, meta=meta)
 
     # --- run records -----------------------------------------------------------------------
+
+    def header(
+        self, graph: TaskGraph, state: RunState, options: RunOptions, created: float | None
+    ) -> dict[str, Any]:
+        """The run's header as the store keeps it."""
+        return {
+            "run_id": self.run_id,
+            "created": created or state.started_at,
+            "state": state.state,
+            "finished": state.finished_at,
+            "error": state.error,
+            "goal": graph.goal,
+            # JSON text (from_plan reads it back), built once per graph: a string is one
+            # object the garbage collector ignores, the plan as dicts two per task it tracks
+            "graph": graph.to_json(indent=None),
+            "keys": state.keys,
+            "options": options.to_record(),
+            "tasks": len(state.status),
+        }
 
     async def save_header(self, header: Mapping[str, Any]) -> None:
         await self.store.save_run(self.run_id, header)

@@ -115,8 +115,11 @@ class Orchestration:
 
     # --- running ----------------------------------------------------------------------------
 
-    def start(self, *, refresh: bool | Iterable[str] = False) -> Run:
-        """Run the current plan; what is cached comes from the store."""
+    def start(
+        self, *, refresh: bool | Iterable[str] = False, only: Iterable[str] | None = None
+    ) -> Run:
+        """Run the current plan; what is cached comes from the store. ``only``: just these
+        tasks and their descendants (see ``orchestra_nb.start``)."""
         from ..engine import start
 
         if self.graph is None:
@@ -128,6 +131,7 @@ class Orchestration:
             llm=self.llm,
             store=self.store,
             refresh=refresh,
+            only=only,
             progress=False,
             **self.options,
         )
@@ -163,9 +167,9 @@ class Orchestration:
 
     # --- the widget's controller ------------------------------------------------------------
 
-    def start_run(self, *, refresh: bool = False) -> Run | None:
+    def start_run(self, *, refresh: bool = False, only: Iterable[str] | None = None) -> Run | None:
         try:
-            return self.start(refresh=refresh)
+            return self.start(refresh=refresh, only=only)
         except OrchestraError as exc:
             self.widget.show_error(str(exc))
             return None
@@ -175,8 +179,9 @@ class Orchestration:
             self.run.cancel(task_id)
 
     def retry_failed(self, task_ids: Iterable[str] | None = None) -> Run | None:
-        """Run again: failed, skipped and cancelled tasks execute, the rest comes from cache."""
-        return self.start_run()
+        """Run again: the given tasks (default: every failed, skipped and cancelled one)
+        and their descendants execute; the rest comes from the store."""
+        return self.start_run(only=list(task_ids) if task_ids is not None else None)
 
     def graph_edited(self, change: dict[str, Any]) -> None:
         self.widget.set_stale(self.stale_ids())

@@ -9,6 +9,7 @@ process-wide store shared by everyone who opens that name.
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -166,4 +167,4 @@ class MemoryStore(StoreBase):
 
 def _flat(meta: Mapping[str, Any] | None) -> tuple[Any, ...]:
     """meta's keys and values, alternating."""
-    return tuple(x for item in meta.items() for x in item) if meta else ()
+    return tuple(itertools.chain.from_iterable(meta.items())) if meta else ()
