@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 import threading
 import time
 import warnings
@@ -508,3 +509,72 @@ async def test_only_brings_the_ancestors_a_chosen_descendant_needs(tmp_path):
     assert run.ok
     with pytest.raises(RunError, match="cannot run unknown task 'nope'"):
         await onb.run(g, runner=rec, store="memory://", only=["nope"])
+
+
+async def test_a_retry_waits_at_least_what_the_server_asked_for():
+    class Busy(Exception):
+        retry_after = 0.2  # what a 429's Retry-After header said
+
+    attempts: list[float] = []
+
+    async def runner(task, inputs):
+        attempts.append(time.perf_counter())
+        if len(attempts) == 1:
+            raise Busy("429 Too Many Requests")
+        return "ok"
+
+    events: list[onb.Event] = []
+    run = await onb.run(
+        TaskGraph([Task("a")]),
+        runner=runner,
+        retries=1,
+        backoff=0.001,
+        store="memory://",
+        on_event=events.append,
+    )
+    assert run.ok
+    (retrying,) = [e for e in events if e.kind == "retrying"]
+    assert retrying.data["delay"] == 0.2  # not the 1 ms backoff
+    assert attempts[1] - attempts[0] >= 0.2
+
+
+async def test_retry_after_never_exceeds_the_users_max_backoff():
+    class Busy(Exception):
+        retry_after = 3600.0
+
+    events: list[onb.Event] = []
+
+    async def runner(task, inputs):
+        if not [e for e in events if e.kind == "retrying"]:
+            raise Busy("429")
+        return "ok"
+
+    run = await onb.run(
+        TaskGraph([Task("a")]),
+        runner=runner,
+        retries=1,
+        backoff=0.001,
+        max_backoff=0.05,
+        store="memory://",
+        on_event=events.append,
+    )
+    assert run.ok
+    assert [e.data["delay"] for e in events if e.kind == "retrying"] == [0.05]
+
+
+async def test_a_lease_lost_in_a_race_names_the_winner():
+    from orchestra_nb.store._memory import MemoryStore
+
+    class Raced(MemoryStore):
+        """After a dead owner's lease is cleared, a live process takes it first."""
+
+        async def release_lease(self, name, owner):
+            await super().release_lease(name, owner)
+            if owner.endswith(":dead"):
+                await self.acquire_lease(name, "otherhost:4242:winner", 30)
+
+    store = Raced("memory://")
+    dead = f"{socket.gethostname()}:999999999:dead"  # no such process on this host
+    await store.acquire_lease("run:r1", dead, 30)
+    with pytest.raises(onb.LeaseError, match=r"\(otherhost:4242:winner\)"):
+        await onb.run(TaskGraph([Task("a")]), runner=Recorder(), store=store, run_id="r1")
