@@ -16,7 +16,11 @@ _NO_DATA: Mapping[str, Any] = MappingProxyType({})
 
 EventKind = Literal[
     "run_started",
+    "task_added",
     "queued",
+    "awaiting_approval",
+    "approved",
+    "rejected",
     "started",
     "retrying",
     "done",
@@ -25,12 +29,17 @@ EventKind = Literal[
     "skipped",
     "cancelled",
     "unsaved",
+    "revision",
     "run_finished",
 ]
 
 #: Status a task has after an event of each kind.
 STATUS_AFTER: Mapping[str, str] = {
+    "task_added": "pending",
     "queued": "ready",
+    "awaiting_approval": "awaiting_approval",
+    "approved": "ready",
+    "rejected": "skipped",
     "started": "running",
     "retrying": "waiting",
     "done": "done",

@@ -445,6 +445,14 @@ class Scheduler:
         c = self._counts
         return c["pending"] + c["held"] + c["ready"] + c["running"] + c["waiting"] > 0
 
+    def is_gated(self, task_id: str) -> bool:
+        """Whether the task will be (or is) held instead of becoming ready."""
+        return self._gated[self._i(task_id)]
+
+    def has_held(self) -> bool:
+        """Whether some task became held since the last ``take_held``."""
+        return bool(self._newly_held)
+
     def take_held(self) -> list[str]:
         """Tasks that became held since the last call (in that order), to be announced."""
         held, self._newly_held = self._newly_held, []
@@ -551,7 +559,7 @@ class Scheduler:
         return Failure(task_id, False, attempt, self._skip_below(i))
 
     def requeue(self, task_id: str) -> None:
-        """A waiting task's backoff is over: queue it again."""
+        """A waiting task's backoff is over: queue it again (held, if it was gated since)."""
         i = self._i(task_id)
         if self._state[i] != "waiting":
             raise ValueError(

@@ -215,7 +215,10 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.steps += 1
         tid = data.draw(st.sampled_from(self.in_state("waiting")))
         self.s.requeue(tid)
-        self.state[tid] = "ready"
+        self.state[tid] = "held" if tid in self.gated else "ready"
+        if tid in self.gated:
+            self.newly_held.add(tid)
+        self.check_held()
 
     @rule(data=st.data())
     def cancel(self, data):

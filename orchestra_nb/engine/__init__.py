@@ -10,6 +10,8 @@ Who owns what (each module opens by saying more):
   in-flight deduplication of identical tasks;
 - ``_records``: ``RunRecords``, the run's only store I/O — cached lookups, commits,
   the run header, batched task records and the lease;
+- ``_gates``: approval gates — who waits, decisions (also from other processes),
+  timeouts;
 - ``_run``: ``Run``, the read-only handle users hold;
 - ``_api``: ``start``, ``run``, ``resume``, ``history``, ``rollback``;
 - ``_orchestrator``: ``Orchestrator``, shared defaults for repeated runs;
@@ -20,6 +22,7 @@ them to an ``Executor`` (local threads, or a ``DaskExecutor`` given by the user)
 """
 
 from ._api import history, new_run_id, resume, rollback, run, start, start_resume
+from ._gates import record_decision
 from ._options import MODES, RunOptions
 from ._orchestrator import Orchestrator
 from ._run import Run
@@ -33,6 +36,7 @@ __all__ = [
     "RunOptions",
     "history",
     "new_run_id",
+    "record_decision",
     "resume",
     "rollback",
     "run",

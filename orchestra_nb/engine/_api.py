@@ -21,6 +21,7 @@ from .._executors import LocalExecutor
 from .._kinds import FINAL_STATUSES
 from .._plan import TaskGraph
 from ._driver import Carried, Driver
+from ._gates import Approve
 from ._options import RunOptions
 from ._progress import ProgressBar, wants_bar
 from ._records import RunRecords, load_record
@@ -66,6 +67,8 @@ def start(
     input_budget: int = DEFAULT_INPUT_BUDGET,
     signing_key: bytes | str | None = None,
     lease_ttl: float = 30.0,
+    approve: Approve = None,
+    approval_timeout: float | None = None,
 ) -> Run:
     """Start running ``graph`` on the running event loop; return the live ``Run`` at once.
 
@@ -104,6 +107,11 @@ def start(
     - ``signing_key``: authenticate stored entries (and allow signed pickle).
     - ``lease_ttl``: seconds another process must wait before taking over a run
       whose owner stopped renewing its lease.
+    - ``approve``: tasks that wait for ``run.approve(id)`` before they start —
+      ``"all"``, a kind (``"llm"``), task ids, or a predicate on the task — besides
+      those whose plan says ``"approval": true``; ``run.reject(id, reason)`` skips
+      one and its descendants. ``approval_timeout``: seconds after which a task
+      nobody decided on is rejected.
     """
 
     asyncio.get_running_loop()  # RuntimeError here, not later, when there is no loop
@@ -120,6 +128,7 @@ def start(
         pools=dict(pools or {}),
         input_budget=input_budget,
         lease_ttl=lease_ttl,
+        approval_timeout=approval_timeout,
     )
     return _begin(
         graph,
@@ -135,6 +144,7 @@ def start(
         progress=progress,
         on_event=on_event,
         signing_key=signing_key,
+        approve=approve,
     )
 
 
@@ -163,6 +173,8 @@ async def run(
     input_budget: int = DEFAULT_INPUT_BUDGET,
     signing_key: bytes | str | None = None,
     lease_ttl: float = 30.0,
+    approve: Approve = None,
+    approval_timeout: float | None = None,
 ) -> Run:
     """Run ``graph`` to the end and return the finished ``Run`` (options as in ``start``).
 
@@ -196,6 +208,8 @@ async def run(
         input_budget=input_budget,
         signing_key=signing_key,
         lease_ttl=lease_ttl,
+        approve=approve,
+        approval_timeout=approval_timeout,
     )
 
 
@@ -290,6 +304,7 @@ async def start_resume(
             executor=executor,
             run_id=previous.id,
             carried=carried,
+            approve=previous.gates,
             progress=progress,
             on_event=on_event,
             signing_key=signing_key,
@@ -312,6 +327,7 @@ async def start_resume(
         executor=executor,
         run_id=run_or_id,
         carried=Carried(tasks=record.tasks, created=header.get("created")),
+        approve=header.get("approve"),
         progress=progress,
         on_event=on_event,
         signing_key=signing_key,
@@ -334,6 +350,7 @@ def _begin(
     refresh: bool | Iterable[str] = False,
     only: Iterable[str] | None = None,
     carried: Carried | None = None,
+    approve: Approve = None,
 ) -> Run:
     """Assemble the parts of a run and start it."""
     from ..store import open_store
@@ -376,6 +393,7 @@ def _begin(
         refresh=refresh,
         only=only,
         carried=carried,
+        approve=approve,
     )
     handle = Run(graph, live, options=options, driver=driver, store_spec=store)
     if on_event is not None:

@@ -47,9 +47,19 @@ from .._errors import (
     StoreUnavailableError,
     one_line,
 )
+from .._events import STATUS_AFTER
 from .._kinds import FINAL_STATUSES
 from .._scheduler import Scheduler
 from ._attempts import Attempts
+from ._gates import (
+    Approvals,
+    Approve,
+    approve_record,
+    carried_decisions,
+    check_approve,
+    gated_ids,
+    still_awaiting,
+)
 from ._selection import Carried, forced_ids, selection
 
 if TYPE_CHECKING:
@@ -80,6 +90,7 @@ class Driver:
         refresh: bool | Iterable[str] = False,
         only: Iterable[str] | None = None,
         carried: Carried | None = None,
+        approve: Approve = None,
     ) -> None:
         self.graph = graph
         self.state = state
@@ -94,7 +105,9 @@ class Driver:
         self._tasks = graph.tasks
         self._forced = forced_ids(graph, refresh)
         self._only = None if only is None else selection(graph, only)
-        self._sched: Scheduler | None = None
+        self.sched: Scheduler | None = None
+        self.approve = check_approve(graph, approve)
+        self.approvals = Approvals(self, timeout=options.approval_timeout)
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._attempts = Attempts(actions)
@@ -115,7 +128,7 @@ class Driver:
         try:
             await self.records.take_lease()
             await self._prepare()
-            self._dispatch()
+            self.dispatch()
             await self._wait_for_the_end()
         except asyncio.CancelledError:
             # run.cancel(), or whoever awaits the run was cancelled (an interrupted cell)
@@ -168,10 +181,14 @@ class Driver:
             wants = dict(t.resources) or ({t.kind: 1} if t.kind in options.pools else {})
             if wants:
                 resources[tid] = wants
+        decided = carried_decisions(self.carried.tasks)
+        gated = gated_ids(graph, self.approve) | still_awaiting(self.carried.tasks)
+        gated -= {tid for tid, (approved, _) in decided.items() if approved}
+        gated -= self.approvals.ahead
         retries = {tid: options.task_retries(t) for tid, t in tasks.items()}
         if len(set(retries.values())) == 1:
             retries = next(iter(retries.values()))  # one number for all: no per-task list
-        self._sched = sched = Scheduler(
+        self.sched = sched = Scheduler(
             {tid: t.dependencies for tid, t in tasks.items()},
             priority={tid: t.priority for tid, t in tasks.items() if t.priority is not None},
             durations=graph.durations(),
@@ -180,6 +197,7 @@ class Driver:
             max_workers=options.workers,
             retries=retries,
             completed=completed,
+            gated=gated,
         )
         state.emit("run_started", data={"tasks": len(state.status), "cached": len(completed)})
         carried = self.carried.tasks
@@ -191,9 +209,19 @@ class Driver:
         for tid in tasks:
             if sched.state(tid) == "ready":
                 state.set_status(tid, "queued")
+        for tid, (approved, reason) in decided.items():
+            if not approved and tid in tasks and state.status[tid] not in FINAL_STATUSES:
+                self.reject_task(tid, f"rejected: {reason}" if reason else "rejected")
+        self.approvals.announce()
 
     def _header(self) -> dict[str, Any]:
-        return self.records.header(self.graph, self.state, self.options, self.carried.created)
+        return self.records.header(
+            self.graph,
+            self.state,
+            self.options,
+            created=self.carried.created,
+            approve=approve_record(self.approve),
+        )
 
     async def _recommit(self, found: dict[str, Any]) -> None:
         """Results the run being continued holds in memory but the store lacks are
@@ -209,7 +237,7 @@ class Driver:
 
     def _leave_unselected(self) -> None:
         """Tasks outside ``only`` without a stored result are skipped in this run."""
-        sched, status = self._sched, self.state.status
+        sched, status = self.sched, self.state.status
         assert sched is not None
         assert self._only is not None
         for tid in self._tasks:
@@ -220,8 +248,8 @@ class Driver:
 
     # --- dispatch and workers ----------------------------------------------------------------
 
-    def _dispatch(self) -> None:
-        sched = self._sched
+    def dispatch(self) -> None:
+        sched = self.sched
         if sched is None:
             return
         if self.store_error is not None or self.cancelled:
@@ -239,7 +267,7 @@ class Driver:
             self._finished.set_result(None)
 
     async def _work(self, tid: str) -> None:
-        sched, state = self._sched, self.state
+        sched, state = self.sched, self.state
         assert sched is not None
         task = self._tasks[tid]
         attempt = sched.attempts(tid)
@@ -287,14 +315,16 @@ class Driver:
         self._finish(tid, "done", attempt=attempt)
         for ready in newly_ready:
             state.set_status(ready, "queued")
-        self._dispatch()
+        if sched.has_held():
+            self.approvals.announce()
+        self.dispatch()
 
     # --- failures, retries, cancellation -------------------------------------------------------
 
     def _task_failed(self, tid: str, exc: BaseException, attempt: int) -> None:
-        assert self._sched is not None
+        assert self.sched is not None
         message = one_line(exc)
-        outcome = self._sched.failed(tid, retryable=not isinstance(exc, PERMANENT_ERRORS))
+        outcome = self.sched.failed(tid, retryable=not isinstance(exc, PERMANENT_ERRORS))
         if outcome.retry:
             retry_after = getattr(exc, "retry_after", None)
             delay = self.options.retry_delay(attempt, random.random(), retry_after)
@@ -308,36 +338,39 @@ class Driver:
                 self._finish(skipped, "skipped", error=f"dependency {tid!r} failed")
             if self.options.fail_fast:
                 self.cancel_all(f"fail_fast: {tid!r} failed")
-        self._dispatch()
+        self.dispatch()
 
     def _requeue(self, tid: str) -> None:
         self._timers.pop(tid, None)
-        sched = self._sched
+        sched = self.sched
         if sched is None or sched.state(tid) != "waiting" or self.cancelled:
             return
         if self.store_error is not None:
             return
         sched.requeue(tid)
-        self.state.set_status(tid, "queued")
-        self._dispatch()
+        if sched.has_held():
+            self.approvals.announce()
+        else:
+            self.state.set_status(tid, "queued")
+        self.dispatch()
 
     def cancel_task(self, tid: str) -> None:
         """Cancel one task; its descendants become skipped."""
         if tid not in self.state.status:
             raise RunError(f"no task {tid!r} in run {self.state.run_id!r}")
-        if self._sched is None or self.state.status[tid] in FINAL_STATUSES:
+        if self.sched is None or self.state.status[tid] in FINAL_STATUSES:
             return
-        skipped = self._sched.cancel(tid)
+        skipped = self.sched.cancel(tid)
         self._stop(tid)
         self._finish(tid, "cancelled", error="cancelled by the user")
         for other in skipped:
             self._finish(other, "skipped", error=f"{tid!r} was cancelled")
-        self._dispatch()
+        self.dispatch()
 
     def cancel_all(self, reason: str) -> None:
         """Cancel every unfinished task and end the run."""
-        if self._sched is not None:
-            for tid in self._sched.cancel_all():
+        if self.sched is not None:
+            for tid in self.sched.cancel_all():
                 self._stop(tid)
                 self._finish(tid, "cancelled", error=reason)
         self._resolve_finished()
@@ -356,20 +389,22 @@ class Driver:
             self.store_error = exc
             self.state.error = str(exc)
             self.records.broken = True
-        self._dispatch()
+        self.dispatch()
 
     # --- state and the end ----------------------------------------------------------------------
 
     def _finish(
         self,
         tid: str,
-        status: str,
+        kind: str,
         *,
         attempt: int = 0,
         error: str | None = None,
         record: bool = True,
     ) -> None:
+        """Task ``tid`` ended with an event of ``kind`` (done, failed, skipped, rejected…)."""
         state = self.state
+        status = STATUS_AFTER[kind]
         if error is not None:
             if status == "failed":
                 state.errors[tid] = error
@@ -377,30 +412,50 @@ class Driver:
                 state.errors.setdefault(tid, error)
         usage = state.usage_by_task.get(tid)
         data = {"tokens": usage.total_tokens} if usage is not None else None
-        state.set_status(tid, status, attempt=attempt, error=error, data=data)
+        state.set_status(tid, kind, attempt=attempt, error=error, data=data)
         if record:
             start = state.first_start.get(tid)
-            end = state.now()
             if start is not None:
-                state.timeline[tid] = (start, end)
-            self.records.task_finished(
-                tid,
-                {
-                    "status": status,
-                    "attempts": state.attempts.get(tid, 0),
-                    "start": start,
-                    "end": end if start is not None else None,
-                    "error": state.errors.get(tid),
-                    "key": state.keys.get(tid),
-                    "tokens": usage.total_tokens if usage is not None else 0,
-                },
-            )
+                state.timeline[tid] = (start, state.now())
+            self.records.task_changed(tid, self.task_record(tid, status))
+
+    def task_record(self, tid: str, status: str) -> dict[str, Any]:
+        """What the run's record keeps about a task now."""
+        state = self.state
+        span = state.timeline.get(tid)
+        usage = state.usage_by_task.get(tid)
+        return {
+            "status": status,
+            "attempts": state.attempts.get(tid, 0),
+            "start": span[0] if span else state.first_start.get(tid),
+            "end": span[1] if span else None,
+            "error": state.errors.get(tid),
+            "key": state.keys.get(tid),
+            "tokens": usage.total_tokens if usage is not None else 0,
+        }
+
+    def reject_task(self, tid: str, error: str) -> None:
+        """Skip a task that has not started, and its descendants (a rejected approval)."""
+        assert self.sched is not None
+        for other in self.sched.cancel(tid):
+            self._finish(other, "skipped", error=f"{tid!r} was rejected")
+        self._finish(tid, "rejected", error=error)
+        self.dispatch()
+
+    # --- approvals (see _gates) ---------------------------------------------------------------
+
+    def approve_task(self, tid: str) -> None:
+        self.approvals.approve(tid)
+
+    def reject_approval(self, tid: str, reason: str | None = None) -> None:
+        self.approvals.reject(tid, reason)
 
     async def _wind_down(self) -> None:
         """Stop everything this run started, write the last records, free the lease."""
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self.approvals.close()
         for worker in self._workers.values():
             self._attempts.abandon(worker)
         self._workers.clear()

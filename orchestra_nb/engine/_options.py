@@ -39,6 +39,7 @@ class RunOptions:
     pools: Mapping[str, int] = field(default_factory=dict)
     input_budget: int = DEFAULT_INPUT_BUDGET
     lease_ttl: float = 30.0
+    approval_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -48,7 +49,7 @@ class RunOptions:
         _whole("input_budget", self.input_budget, least=0)
         for name in ("backoff", "max_backoff"):
             _seconds(name, getattr(self, name), zero=True)
-        for name in ("timeout", "run_timeout"):
+        for name in ("timeout", "run_timeout", "approval_timeout"):
             value = getattr(self, name)
             if value is not None:
                 _seconds(name, value, zero=False)

@@ -96,7 +96,13 @@ class RunRecords:
     # --- run records -----------------------------------------------------------------------
 
     def header(
-        self, graph: TaskGraph, state: RunState, options: RunOptions, created: float | None
+        self,
+        graph: TaskGraph,
+        state: RunState,
+        options: RunOptions,
+        *,
+        created: float | None,
+        approve: str | list[str] | None,
     ) -> dict[str, Any]:
         """The run's header as the store keeps it."""
         return {
@@ -111,13 +117,14 @@ class RunRecords:
             "graph": graph.to_json(indent=None),
             "keys": state.keys,
             "options": options.to_record(),
+            "approve": approve,
             "tasks": len(state.status),
         }
 
     async def save_header(self, header: Mapping[str, Any]) -> None:
         await self.store.save_run(self.run_id, header)
 
-    def task_finished(self, tid: str, entry: dict[str, Any]) -> None:
+    def task_changed(self, tid: str, entry: dict[str, Any]) -> None:
         """Mark a task's record for the next batched write."""
         self._dirty[tid] = entry
         self._schedule_flush()
@@ -145,6 +152,13 @@ class RunRecords:
             log.exception("could not write run records of %s", self.run_id)
         if self._dirty and not self.broken:
             self._schedule_flush()
+
+    async def decisions(self) -> dict[str, tuple[bool, str]]:
+        """Approvals and rejections other processes wrote into this run's task records."""
+        from ._gates import carried_decisions
+
+        record = await self.store.load_run(self.run_id)
+        return carried_decisions(record.tasks) if record is not None else {}
 
     async def finish(self, header: Mapping[str, Any]) -> None:
         """The run ended: write the last records and the final header, free the lease."""

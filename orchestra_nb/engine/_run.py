@@ -125,6 +125,16 @@ class Run:
         return self._driver.actions if self._driver is not None else None
 
     @property
+    def gates(self) -> Any:
+        """Which tasks this run gates for approval (``approve=`` as given to ``start``)."""
+        return self._driver.approve if self._driver is not None else None
+
+    @property
+    def awaiting_approval(self) -> list[str]:
+        """Tasks waiting for ``approve`` or ``reject`` now, in plan order."""
+        return [tid for tid, s in self._live.status.items() if s == "awaiting_approval"]
+
+    @property
     def lease_owner(self) -> str | None:
         return self._driver.records.lease_owner if self._driver is not None else None
 
@@ -210,6 +220,22 @@ class Run:
         if driver is not None and self._main is not None and not self._main.done():
             driver.cancelled = True
             self._main.cancel()
+
+    def approve(self, task_id: str) -> None:
+        """Let a task awaiting approval run (or approve a gated task ahead of time)."""
+        self._live_driver("approve").approve_task(task_id)
+
+    def reject(self, task_id: str, reason: str | None = None) -> None:
+        """Skip a task awaiting approval, and its descendants; ``reason`` is recorded."""
+        self._live_driver("reject").reject_approval(task_id, reason)
+
+    def _live_driver(self, verb: str) -> Driver:
+        if self._driver is None or self.done:
+            raise RunError(
+                f"run {self.id!r} is not running: resume it, or use `orchestra-nb {verb}` "
+                f"to record the decision for when it is resumed"
+            )
+        return self._driver
 
     def add_done_callback(self, callback: Callable[[Run], None]) -> None:
         """Call ``callback(run)`` once the run has ended."""
