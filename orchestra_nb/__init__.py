@@ -57,6 +57,8 @@ _LAZY: dict[str, str] = {
     "DaskExecutor": "._dask",
     "StoredResult": ".store",
     "RunOptions": ".engine",
+    "Revision": ".engine",
+    "RevisionRequest": ".engine",
     "Executor": "._executors",
     "LocalExecutor": "._executors",
     "load_ipython_extension": ".jupyter",
@@ -87,6 +89,8 @@ __all__ = [
     "ReplayLLM",
     "ReplayMissError",
     "ResultStore",
+    "Revision",
+    "RevisionRequest",
     "Run",
     "RunError",
     "RunOptions",
@@ -142,6 +146,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._values import Image, Markdown
     from .engine import (
         Orchestrator,
+        Revision,
+        RevisionRequest,
         Run,
         RunOptions,
         history,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._cache import callable_name, code_version, graph_keys
-from ._errors import RunError
+from ._errors import OrchestraError, RunError
 from ._executors import Executor, LocalExecutor, is_async
 from ._kinds import KINDS
 from ._text import first_line
@@ -280,6 +280,16 @@ class Actions:
     def llm_spec(self) -> LLM | str | None:
         """What to pass to a later run to get the same LLM."""
         return self._llm if self._llm is not None else self._llm_spec
+
+    def has_llm(self) -> bool:
+        """Whether an LLM is configured (given, or found in the environment)."""
+        if self._llm is not None or self._llm_spec is not None:
+            return True
+        try:
+            self.llm  # noqa: B018 - resolving it is the test
+        except OrchestraError:
+            return False
+        return True
 
     @property
     def llm(self) -> LLM:

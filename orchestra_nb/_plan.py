@@ -76,7 +76,7 @@ class Task:
     resources: Mapping[str, int] = field(default_factory=dict)
     retries: int | None = None
     timeout: float | None = None
-    approval: bool = False
+    approval: bool = field(default=False, repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -632,14 +632,16 @@ class Scheduler:
         resources: Mapping[str, Mapping[str, int]] | None = None,
         retries: Mapping[str, int] | int = 0,
         gated: Iterable[str] = (),
+        completed: Iterable[str] = (),
     ) -> tuple[list[str], tuple[str, ...]]:
         """Add tasks while the run goes; return (those that became ready, those skipped).
 
         Each new task may depend on tasks already known or added before it in
         ``dependencies``. New tasks rank after every task already known, in the
         order given (the whole graph is not known, so there is no critical path
-        to rank by). A task below a failed or cancelled one is skipped at once;
-        gated tasks whose dependencies are done are held (see ``take_held``).
+        to rank by). ``completed`` names new tasks already done (stored results).
+        A task below a failed or cancelled one is skipped at once; gated tasks
+        whose dependencies are done are held (see ``take_held``).
         """
         index, ids = self._index, self._ids
         new = list(dependencies)
@@ -687,6 +689,7 @@ class Scheduler:
             raise
         budget = retries if isinstance(retries, int) else None
         gates = set(gated)
+        finished = set(completed)
         state, missing, counts = self._state, self._missing, self._counts
         ready: list[str] = []
         skipped: list[str] = []
@@ -711,7 +714,9 @@ class Scheduler:
                 elif state[p] != "done":
                     left += 1
             missing.append(left)
-            if dead:
+            if tid in finished:
+                self._move(i, "done")
+            elif dead:
                 self._move(i, "skipped")
                 skipped.append(tid)
             elif not left:

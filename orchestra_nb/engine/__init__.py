@@ -12,6 +12,9 @@ Who owns what (each module opens by saying more):
   the run header, batched task records and the lease;
 - ``_gates``: approval gates — who waits, decisions (also from other processes),
   timeouts;
+- ``_revisions``: replanning — revision requests, the replanner, diffs, applying a
+  revised plan;
+- ``_growth``: plans that grow while they run (a streaming planner);
 - ``_run``: ``Run``, the read-only handle users hold;
 - ``_api``: ``start``, ``run``, ``resume``, ``history``, ``rollback``;
 - ``_orchestrator``: ``Orchestrator``, shared defaults for repeated runs;
@@ -22,16 +25,20 @@ them to an ``Executor`` (local threads, or a ``DaskExecutor`` given by the user)
 """
 
 from ._api import history, new_run_id, resume, rollback, run, start, start_resume
-from ._gates import record_decision
+from ._gates import Admission, record_decision
 from ._options import MODES, RunOptions
 from ._orchestrator import Orchestrator
+from ._revisions import Revision, RevisionRequest
 from ._run import Run
 from ._state import Progress
 
 __all__ = [
     "MODES",
+    "Admission",
     "Orchestrator",
     "Progress",
+    "Revision",
+    "RevisionRequest",
     "Run",
     "RunOptions",
     "history",

@@ -25,6 +25,7 @@ from ._gates import Approve
 from ._options import RunOptions
 from ._progress import ProgressBar, wants_bar
 from ._records import RunRecords, load_record
+from ._revisions import Replanner, Revision, RevisionRequest
 from ._run import Run
 from ._state import RunState
 
@@ -69,6 +70,10 @@ def start(
     lease_ttl: float = 30.0,
     approve: Approve = None,
     approval_timeout: float | None = None,
+    on_failure: str = "skip",
+    max_replans: int = 2,
+    replanner: Replanner | None = None,
+    growing: bool = False,
 ) -> Run:
     """Start running ``graph`` on the running event loop; return the live ``Run`` at once.
 
@@ -112,6 +117,12 @@ def start(
       those whose plan says ``"approval": true``; ``run.reject(id, reason)`` skips
       one and its descendants. ``approval_timeout``: seconds after which a task
       nobody decided on is rejected.
+    - ``on_failure``: ``"skip"`` (a failed task's descendants are skipped) or
+      ``"replan"`` (the LLM revises the unfinished part of the plan and the run goes
+      on with it; at most ``max_replans`` times); ``replanner``: make revisions with
+      your own ``async (RevisionRequest) -> TaskGraph`` instead.
+    - ``growing``: the plan is still being written — add tasks with
+      ``await run.extend(tasks)`` and end it with ``run.seal()``.
     """
 
     asyncio.get_running_loop()  # RuntimeError here, not later, when there is no loop
@@ -129,6 +140,8 @@ def start(
         input_budget=input_budget,
         lease_ttl=lease_ttl,
         approval_timeout=approval_timeout,
+        on_failure=on_failure,
+        max_replans=max_replans,
     )
     return _begin(
         graph,
@@ -145,6 +158,8 @@ def start(
         on_event=on_event,
         signing_key=signing_key,
         approve=approve,
+        replanner=replanner,
+        growing=growing,
     )
 
 
@@ -175,6 +190,10 @@ async def run(
     lease_ttl: float = 30.0,
     approve: Approve = None,
     approval_timeout: float | None = None,
+    on_failure: str = "skip",
+    max_replans: int = 2,
+    replanner: Replanner | None = None,
+    growing: bool = False,
 ) -> Run:
     """Run ``graph`` to the end and return the finished ``Run`` (options as in ``start``).
 
@@ -210,6 +229,10 @@ async def run(
         lease_ttl=lease_ttl,
         approve=approve,
         approval_timeout=approval_timeout,
+        on_failure=on_failure,
+        max_replans=max_replans,
+        replanner=replanner,
+        growing=growing,
     )
 
 
@@ -228,13 +251,16 @@ async def resume(
     progress: bool | None = None,
     on_event: Callable[[Event], None] | None = None,
     signing_key: bytes | str | None = None,
+    on_failure: str | None = None,
 ) -> Run:
     """Finish an interrupted run: tasks with committed results are not run again.
 
     Takes a run id (after a kernel restart: the graph and options come from the
     store's run record) or a ``Run`` (for instance one stopped by an unreachable
     store: results it holds that the store lacks are written first). Options
-    given here replace the recorded ones; the rest are as the run had them.
+    given here replace the recorded ones; the rest are as the run had them. Tasks
+    left awaiting approval wait again (decisions recorded meanwhile apply), and the
+    plan's revisions carry on.
     """
     continued = await start_resume(
         run_or_id,
@@ -250,6 +276,7 @@ async def resume(
         progress=progress,
         on_event=on_event,
         signing_key=signing_key,
+        on_failure=on_failure,
     )
     return await continued
 
@@ -269,6 +296,7 @@ async def start_resume(
     progress: bool | None = None,
     on_event: Callable[[Event], None] | None = None,
     signing_key: bytes | str | None = None,
+    on_failure: str | None = None,
 ) -> Run:
     """Like ``resume``, but returns the continued run as soon as it has started."""
     from ..store import open_store
@@ -278,6 +306,7 @@ async def start_resume(
         "retries": retries,
         "timeout": timeout,
         "run_timeout": run_timeout,
+        "on_failure": on_failure,
     }
     if isinstance(run_or_id, Run):
         previous = run_or_id
@@ -293,6 +322,7 @@ async def start_resume(
             },
             lease_owner=previous.lease_owner,
             created=previous.started_at,
+            revisions=tuple(previous.revisions),
         )
         return _begin(
             previous.graph,
@@ -326,7 +356,11 @@ async def start_resume(
         functions=functions,
         executor=executor,
         run_id=run_or_id,
-        carried=Carried(tasks=record.tasks, created=header.get("created")),
+        carried=Carried(
+            tasks=record.tasks,
+            created=header.get("created"),
+            revisions=tuple(Revision.from_record(r) for r in header.get("revisions") or ()),
+        ),
         approve=header.get("approve"),
         progress=progress,
         on_event=on_event,
@@ -351,6 +385,8 @@ def _begin(
     only: Iterable[str] | None = None,
     carried: Carried | None = None,
     approve: Approve = None,
+    replanner: Replanner | None = None,
+    growing: bool = False,
 ) -> Run:
     """Assemble the parts of a run and start it."""
     from ..store import open_store
@@ -373,6 +409,10 @@ def _begin(
         executor=executor,
     )
     actions.check(graph)  # unknown kinds, missing functions, no LLM configured: fail now
+    if options.on_failure == "replan" and replanner is None and not actions.has_llm():
+        raise RunError(
+            "on_failure='replan' needs an LLM to replan with: pass llm=... (or on_failure='skip')"
+        )
     owns_store = store is None or isinstance(store, str)
     opened = open_store(store, signing_key=signing_key)
     actions.use_store(opened)
@@ -394,6 +434,8 @@ def _begin(
         only=only,
         carried=carried,
         approve=approve,
+        replanner=replanner or _default_replanner(actions),
+        growing=growing,
     )
     handle = Run(graph, live, options=options, driver=driver, store_spec=store)
     if on_event is not None:
@@ -402,6 +444,20 @@ def _begin(
     if wants_bar(progress):
         ProgressBar(handle)
     return handle
+
+
+def _default_replanner(actions: Actions) -> Replanner | None:
+    """Revisions made by the run's LLM, when it has one."""
+    if not actions.has_llm():
+        return None
+
+    async def replanner(request: RevisionRequest) -> TaskGraph:
+        from .._replan import replan
+
+        summaries = {name: f.summary for name, f in actions.functions.items()}
+        return await replan(request, llm=actions.llm, functions=summaries)
+
+    return replanner
 
 
 async def history(

@@ -34,7 +34,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._actions import TaskContext
@@ -52,15 +52,16 @@ from .._kinds import FINAL_STATUSES
 from .._scheduler import Scheduler
 from ._attempts import Attempts
 from ._gates import (
+    Admission,
     Approvals,
     Approve,
     approve_record,
     carried_decisions,
     check_approve,
-    gated_ids,
-    still_awaiting,
 )
-from ._selection import Carried, forced_ids, selection
+from ._growth import Growth
+from ._revisions import Replanner, Replanning
+from ._selection import Carried, forced_ids, scheduler_for, selection
 
 if TYPE_CHECKING:
     from .._actions import Actions
@@ -91,6 +92,9 @@ class Driver:
         only: Iterable[str] | None = None,
         carried: Carried | None = None,
         approve: Approve = None,
+        replanner: Replanner | None = None,
+        growing: bool = False,
+        admission: Admission | None = None,
     ) -> None:
         self.graph = graph
         self.state = state
@@ -108,6 +112,18 @@ class Driver:
         self.sched: Scheduler | None = None
         self.approve = check_approve(graph, approve)
         self.approvals = Approvals(self, timeout=options.approval_timeout)
+        self.replanning = Replanning(
+            self,
+            replanner=replanner if options.on_failure == "replan" else None,
+            max_replans=options.max_replans,
+            past=list(self.carried.revisions),
+        )
+        self.manual_replanner = replanner  # run.replan(id) works whatever on_failure says
+        self.growing = growing  # the plan is still being written: do not end when idle
+        self.admission = admission
+        self.growth = Growth(self)
+        self.prepared = asyncio.Event()
+
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._attempts = Attempts(actions)
@@ -163,55 +179,46 @@ class Driver:
             self.cancel_all("run timed out")
 
     async def _prepare(self) -> None:
-        graph, state, actions = self.graph, self.state, self.actions
-        await actions.prepare(graph)
-        state.keys = keys = actions.cache_keys(graph)
-        forced = self._forced
-        wanted = {k for tid, k in keys.items() if tid not in forced}
-        found = await self.records.lookup(wanted)
-        await self._recommit(found)
-        completed = [tid for tid, k in keys.items() if k in found and tid not in forced]
-        for tid in completed:
-            state.results[tid] = found[keys[tid]]
+        graph, state = self.graph, self.state
+        await self.actions.prepare(graph)
+        state.keys = self.actions.cache_keys(graph)
+        completed = await self.stored_results(state.keys)
         await self.records.save_header(self._header())
-
-        tasks, options = graph.tasks, self.options
-        resources = {}
-        for tid, t in tasks.items():
-            wants = dict(t.resources) or ({t.kind: 1} if t.kind in options.pools else {})
-            if wants:
-                resources[tid] = wants
         decided = carried_decisions(self.carried.tasks)
-        gated = gated_ids(graph, self.approve) | still_awaiting(self.carried.tasks)
-        gated -= {tid for tid, (approved, _) in decided.items() if approved}
-        gated -= self.approvals.ahead
-        retries = {tid: options.task_retries(t) for tid, t in tasks.items()}
-        if len(set(retries.values())) == 1:
-            retries = next(iter(retries.values()))  # one number for all: no per-task list
-        self.sched = sched = Scheduler(
-            {tid: t.dependencies for tid, t in tasks.items()},
-            priority={tid: t.priority for tid, t in tasks.items() if t.priority is not None},
-            durations=graph.durations(),
-            resources=resources,
-            pools=dict(options.pools),
-            max_workers=options.workers,
-            retries=retries,
-            completed=completed,
-            gated=gated,
-        )
+        self.sched = self.build_scheduler(graph, completed)
         state.emit("run_started", data={"tasks": len(state.status), "cached": len(completed)})
         carried = self.carried.tasks
         for tid in completed:
             previous = carried.get(tid, {}).get("status")
-            self._finish(tid, "done" if previous == "done" else "cached", record=False)
+            self.finish(tid, "done" if previous == "done" else "cached", record=False)
         if self._only is not None:
             self._leave_unselected()
-        for tid in tasks:
-            if sched.state(tid) == "ready":
-                state.set_status(tid, "queued")
+        self.announce_ready(graph.tasks)
         for tid, (approved, reason) in decided.items():
-            if not approved and tid in tasks and state.status[tid] not in FINAL_STATUSES:
+            if not approved and tid in graph.tasks and state.status[tid] not in FINAL_STATUSES:
                 self.reject_task(tid, f"rejected: {reason}" if reason else "rejected")
+        self.prepared.set()
+
+    async def stored_results(self, keys: Mapping[str, str]) -> list[str]:
+        """Tasks among ``keys`` whose results the store (or the run being continued)
+        has; their results go into the run's state."""
+        wanted = {tid: k for tid, k in keys.items() if tid not in self._forced}
+        found = await self.records.stored(wanted, carried=self.carried.results)
+        self.state.results.update(found)
+        return list(found)
+
+    def build_scheduler(self, graph: TaskGraph, completed: Iterable[str]) -> Scheduler:
+        """A scheduler for ``graph`` with ``completed`` done, gates and limits applied."""
+        gated = self.approvals.gated(graph, self.carried.tasks)
+        return scheduler_for(graph, self.options, completed=completed, gated=gated)
+
+    def announce_ready(self, tids: Iterable[str]) -> None:
+        """Say which of ``tids`` are queued, and which now await approval."""
+        sched, state = self.sched, self.state
+        assert sched is not None
+        for tid in tids:
+            if sched.state(tid) == "ready" and state.status[tid] != "ready":
+                state.set_status(tid, "queued")
         self.approvals.announce()
 
     def _header(self) -> dict[str, Any]:
@@ -221,19 +228,20 @@ class Driver:
             self.options,
             created=self.carried.created,
             approve=approve_record(self.approve),
+            revisions=[r.to_record() for r in self.replanning.revisions],
         )
 
-    async def _recommit(self, found: dict[str, Any]) -> None:
-        """Results the run being continued holds in memory but the store lacks are
-        committed now instead of being computed again."""
-        keys, forced = self.state.keys, self._forced
-        missing = {
-            key: value
-            for tid, (key, value) in self.carried.results.items()
-            if keys.get(tid) == key and key not in found and tid not in forced
-        }
-        await self.records.recommit(missing, reason="resumed")
-        found.update(missing)
+    def save_header_soon(self) -> None:
+        """Write the header again in the background (the graph or its revisions changed)."""
+        self.records.save_header_soon(self._header)
+
+    def running_count(self) -> int:
+        return len(self._workers)
+
+    def use_graph(self, graph: TaskGraph, *, forget_forced: set[str]) -> None:
+        """Continue with ``graph`` (a revised plan); refreshed tasks were recomputed."""
+        self.graph, self._tasks = graph, graph.tasks
+        self._forced -= forget_forced
 
     def _leave_unselected(self) -> None:
         """Tasks outside ``only`` without a stored result are skipped in this run."""
@@ -244,11 +252,12 @@ class Driver:
             if tid in self._only or status[tid] in FINAL_STATUSES:
                 continue
             for skipped in (tid, *sched.cancel(tid)):
-                self._finish(skipped, "skipped", error="not selected for this run", record=False)
+                self.finish(skipped, "skipped", error="not selected for this run", record=False)
 
     # --- dispatch and workers ----------------------------------------------------------------
 
     def dispatch(self) -> None:
+        """Start every task the pool has room for; notice when the run is over."""
         sched = self.sched
         if sched is None:
             return
@@ -256,11 +265,39 @@ class Driver:
             if not self._workers:
                 self._resolve_finished()
             return
+        if self.replanning.busy:  # a revision is coming: start nothing until it is applied
+            self.replanning.maybe_start()
+            return
         spawn, work, workers = self._loop.create_task, self._work, self._workers
-        for tid in sched.get_ready():
-            workers[tid] = spawn(work(tid))
-        if not sched.is_active():
+        ready = sched.get_ready()
+        while ready:
+            refused = False
+            for tid in ready:
+                if self.admission is not None and self._refused(tid):
+                    refused = True
+                else:
+                    workers[tid] = spawn(work(tid))
+            ready = sched.get_ready() if refused else []  # a refused task freed its slot
+        if not sched.is_active() and not self.growing:
             self._resolve_finished()
+
+    def _refused(self, tid: str) -> bool:
+        """Whether admission (a budget) keeps a task just handed out from starting."""
+        assert self.admission is not None
+        assert self.sched is not None
+        reason = self.admission.refuse(self._tasks[tid], self.state)
+        if reason is None:
+            return False
+        if self.approve is not None:  # a person may let it go over: it awaits approval
+            self.sched.defer(tid)
+            self.approvals.announce(reason)
+        else:
+            for other in self.sched.cancel(tid):
+                self.finish(other, "skipped", error=f"{tid!r} was not started: {reason}")
+            self.finish(tid, "skipped", error=reason)
+            if self.state.error is None:
+                self.state.error = reason
+        return True
 
     def _resolve_finished(self) -> None:
         if self._finished is not None and not self._finished.done():
@@ -312,7 +349,7 @@ class Driver:
         self._workers.pop(tid, None)
         state.results[tid] = value
         newly_ready = sched.done(tid)
-        self._finish(tid, "done", attempt=attempt)
+        self.finish(tid, "done", attempt=attempt)
         for ready in newly_ready:
             state.set_status(ready, "queued")
         if sched.has_held():
@@ -333,10 +370,10 @@ class Driver:
             )
             self._timers[tid] = self._loop.call_later(delay, self._requeue, tid)
         else:
-            self._finish(tid, "failed", attempt=attempt, error=message)
+            self.finish(tid, "failed", attempt=attempt, error=message)
             for skipped in outcome.skipped:
-                self._finish(skipped, "skipped", error=f"dependency {tid!r} failed")
-            if self.options.fail_fast:
+                self.finish(skipped, "skipped", error=f"dependency {tid!r} failed")
+            if not self.replanning.wants(tid, message) and self.options.fail_fast:
                 self.cancel_all(f"fail_fast: {tid!r} failed")
         self.dispatch()
 
@@ -362,9 +399,9 @@ class Driver:
             return
         skipped = self.sched.cancel(tid)
         self._stop(tid)
-        self._finish(tid, "cancelled", error="cancelled by the user")
+        self.finish(tid, "cancelled", error="cancelled by the user")
         for other in skipped:
-            self._finish(other, "skipped", error=f"{tid!r} was cancelled")
+            self.finish(other, "skipped", error=f"{tid!r} was cancelled")
         self.dispatch()
 
     def cancel_all(self, reason: str) -> None:
@@ -372,7 +409,7 @@ class Driver:
         if self.sched is not None:
             for tid in self.sched.cancel_all():
                 self._stop(tid)
-                self._finish(tid, "cancelled", error=reason)
+                self.finish(tid, "cancelled", error=reason)
         self._resolve_finished()
 
     def _stop(self, tid: str) -> None:
@@ -393,7 +430,7 @@ class Driver:
 
     # --- state and the end ----------------------------------------------------------------------
 
-    def _finish(
+    def finish(
         self,
         tid: str,
         kind: str,
@@ -417,38 +454,17 @@ class Driver:
             start = state.first_start.get(tid)
             if start is not None:
                 state.timeline[tid] = (start, state.now())
-            self.records.task_changed(tid, self.task_record(tid, status))
-
-    def task_record(self, tid: str, status: str) -> dict[str, Any]:
-        """What the run's record keeps about a task now."""
-        state = self.state
-        span = state.timeline.get(tid)
-        usage = state.usage_by_task.get(tid)
-        return {
-            "status": status,
-            "attempts": state.attempts.get(tid, 0),
-            "start": span[0] if span else state.first_start.get(tid),
-            "end": span[1] if span else None,
-            "error": state.errors.get(tid),
-            "key": state.keys.get(tid),
-            "tokens": usage.total_tokens if usage is not None else 0,
-        }
+            self.records.task_changed(tid, self.state.task_record(tid, status))
 
     def reject_task(self, tid: str, error: str) -> None:
-        """Skip a task that has not started, and its descendants (a rejected approval)."""
+        """Skip a task that has not started, and its descendants (a rejected approval);
+        with ``on_failure="replan"`` a revised plan is asked for."""
         assert self.sched is not None
         for other in self.sched.cancel(tid):
-            self._finish(other, "skipped", error=f"{tid!r} was rejected")
-        self._finish(tid, "rejected", error=error)
+            self.finish(other, "skipped", error=f"{tid!r} was rejected")
+        self.finish(tid, "rejected", error=error)
+        self.replanning.wants(tid, error)
         self.dispatch()
-
-    # --- approvals (see _gates) ---------------------------------------------------------------
-
-    def approve_task(self, tid: str) -> None:
-        self.approvals.approve(tid)
-
-    def reject_approval(self, tid: str, reason: str | None = None) -> None:
-        self.approvals.reject(tid, reason)
 
     async def _wind_down(self) -> None:
         """Stop everything this run started, write the last records, free the lease."""
@@ -456,6 +472,7 @@ class Driver:
             timer.cancel()
         self._timers.clear()
         self.approvals.close()
+        self.replanning.close()
         for worker in self._workers.values():
             self._attempts.abandon(worker)
         self._workers.clear()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import RunError, StoreError
 from .._kinds import KINDS
@@ -33,8 +33,18 @@ if TYPE_CHECKING:
     from .._plan import Task, TaskGraph
     from ..store import ResultStore
     from ._driver import Driver
+    from ._state import RunState
 
 POLL_EVERY = 1.0  # seconds between reads of decisions other processes wrote
+
+
+class Admission(Protocol):
+    """Decides, as a task is about to start, whether it may (a budget does this)."""
+
+    def refuse(self, task: Task, state: RunState) -> str | None:
+        """None to let the task start, or a one-line reason it may not."""
+        ...
+
 
 Approve = str | Iterable[str] | Callable[["Task"], bool] | None
 """Which tasks need approval: ``"all"``, a kind (``"llm"``, ``"python"``, ``"report"``),
@@ -144,14 +154,24 @@ class Approvals:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._watcher: asyncio.Task[None] | None = None
 
-    def announce(self) -> None:
-        """Tasks the scheduler just held now await approval: say so and write it down."""
+    def gated(self, graph: TaskGraph, records: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        """The tasks of ``graph`` that wait for a decision: those ``approve`` and the plan
+        pick, those a stopped run left waiting, less those approved since (or ahead)."""
+        decided = carried_decisions(records)
+        gated = gated_ids(graph, self.driver.approve) | still_awaiting(records)
+        gated -= {tid for tid, (approved, _) in decided.items() if approved}
+        return gated - self.ahead
+
+    def announce(self, reason: str | None = None) -> None:
+        """Tasks the scheduler just held now await approval: say so and write it down.
+        ``reason``: why, when it is not the plan's or the run's ``approve`` (a budget)."""
         driver = self.driver
         assert driver.sched is not None
         for tid in driver.sched.take_held():
             self.waiting.add(tid)
-            driver.state.set_status(tid, "awaiting_approval")
-            driver.records.task_changed(tid, driver.task_record(tid, "awaiting_approval"))
+            data = {"reason": reason} if reason else None
+            driver.state.set_status(tid, "awaiting_approval", data=data)
+            driver.records.task_changed(tid, driver.state.task_record(tid, "awaiting_approval"))
             loop = asyncio.get_running_loop()
             if self.timeout is not None:
                 self._timers[tid] = loop.call_later(self.timeout, self._expired, tid)
@@ -172,7 +192,7 @@ class Approvals:
             self._forget(tid)
             sched.release(tid)
             driver.state.set_status(tid, "approved")
-            entry = driver.task_record(tid, "ready")
+            entry = driver.state.task_record(tid, "ready")
             driver.records.task_changed(tid, {**entry, "decision": "approved"})
             driver.dispatch()
         elif status == "pending" and sched.is_gated(tid):

@@ -40,6 +40,8 @@ class RunOptions:
     input_budget: int = DEFAULT_INPUT_BUDGET
     lease_ttl: float = 30.0
     approval_timeout: float | None = None
+    on_failure: str = "skip"
+    max_replans: int = 2
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -47,6 +49,9 @@ class RunOptions:
         _whole("max_workers", self.max_workers, least=1)
         _whole("retries", self.retries, least=0)
         _whole("input_budget", self.input_budget, least=0)
+        _whole("max_replans", self.max_replans, least=0)
+        if self.on_failure not in ("skip", "replan"):
+            raise RunError(f"on_failure must be 'skip' or 'replan', not {self.on_failure!r}")
         for name in ("backoff", "max_backoff"):
             _seconds(name, getattr(self, name), zero=True)
         for name in ("timeout", "run_timeout", "approval_timeout"):

@@ -71,6 +71,7 @@ class RunRecords:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._renewal: asyncio.Task[None] | None = None
+        self._header_task: asyncio.Task[None] | None = None
         self.broken = False  # the store failed: stop writing until the run is resumed
 
     # --- results -------------------------------------------------------------------------
@@ -79,6 +80,25 @@ class RunRecords:
         """The stored results among ``keys`` (one batch read)."""
         wanted = set(keys)
         return await self.store.get_many(wanted) if wanted else {}
+
+    async def stored(
+        self, keys: Mapping[str, str], *, carried: Mapping[str, tuple[str, Any]]
+    ) -> dict[str, Any]:
+        """Task id -> stored result for the tasks among ``keys`` (id -> key) that have one.
+
+        Results the run being continued holds in memory (``carried``: id -> (key,
+        value)) but the store lacks — computed while it was down, or lost by a store
+        that restarted empty — are committed now instead of being computed again.
+        """
+        found = await self.lookup(keys.values())
+        missing = {
+            key: value
+            for tid, (key, value) in carried.items()
+            if keys.get(tid) == key and key not in found
+        }
+        await self.recommit(missing, reason="resumed")
+        found.update(missing)
+        return {tid: found[key] for tid, key in keys.items() if key in found}
 
     async def commit(self, key: str, value: Any, meta: Mapping[str, Any]) -> None:
         """Store a task's result; a ``StoredResult`` under this very key is already there."""
@@ -103,6 +123,7 @@ class RunRecords:
         *,
         created: float | None,
         approve: str | list[str] | None,
+        revisions: list[dict[str, Any]],
     ) -> dict[str, Any]:
         """The run's header as the store keeps it."""
         return {
@@ -118,8 +139,27 @@ class RunRecords:
             "keys": state.keys,
             "options": options.to_record(),
             "approve": approve,
+            "revisions": revisions,
             "tasks": len(state.status),
         }
+
+    def save_header_soon(self, header: Callable[[], Mapping[str, Any]]) -> None:
+        """Write the header (as ``header()`` makes it then) in the background, after any
+        write of it still under way."""
+        if self._header_task is None or self._header_task.done():
+            self._header_task = asyncio.ensure_future(self._write_header(header))
+        else:
+            self._header_task.add_done_callback(lambda _: self.save_header_soon(header))
+
+    async def _write_header(self, header: Callable[[], Mapping[str, Any]]) -> None:
+        if self.broken:
+            return
+        try:
+            await self.save_header(header())
+        except StoreUnavailableError as exc:
+            self.on_unavailable(exc)
+        except StoreError:
+            log.exception("could not write the header of run %s", self.run_id)
 
     async def save_header(self, header: Mapping[str, Any]) -> None:
         await self.store.save_run(self.run_id, header)
@@ -165,9 +205,10 @@ class RunRecords:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if self._flush_task is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await self._flush_task
+        for pending in (self._flush_task, self._header_task):
+            if pending is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await pending
         if self.broken or not self.holds_lease:
             return  # nothing to write, or another process owns the run's records
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .._errors import RunError, StoreUnavailableError, TaskFailedError
@@ -20,11 +20,12 @@ from .._errors import RunError, StoreUnavailableError, TaskFailedError
 if TYPE_CHECKING:
     from .._actions import Actions
     from .._events import Event, EventLog
-    from .._plan import TaskGraph
+    from .._plan import Task, TaskGraph
     from ..llm import Usage
     from ..store import ResultStore
     from ._driver import Driver
     from ._options import RunOptions
+    from ._revisions import Revision
     from ._state import Progress, RunState
 
 log = logging.getLogger("orchestra_nb")
@@ -51,7 +52,7 @@ class Run:
         store_spec: ResultStore | str | None = None,
     ) -> None:
         self.id = live.run_id
-        self.graph = graph
+        self._graph = graph
         self.options = options
         self.store = store if driver is None else driver.records.store
         self.store_spec = store_spec  # what the user passed: a later resume opens it again
@@ -61,6 +62,11 @@ class Run:
         self._awaited = False  # someone awaits the run, so its error reaches them
 
     # --- live state ------------------------------------------------------------------
+
+    @property
+    def graph(self) -> TaskGraph:
+        """The plan this run executes (a revision replaces it)."""
+        return self._driver.graph if self._driver is not None else self._graph
 
     @property
     def status(self) -> dict[str, str]:
@@ -223,11 +229,54 @@ class Run:
 
     def approve(self, task_id: str) -> None:
         """Let a task awaiting approval run (or approve a gated task ahead of time)."""
-        self._live_driver("approve").approve_task(task_id)
+        self._live_driver("approve").approvals.approve(task_id)
 
     def reject(self, task_id: str, reason: str | None = None) -> None:
         """Skip a task awaiting approval, and its descendants; ``reason`` is recorded."""
-        self._live_driver("reject").reject_approval(task_id, reason)
+        self._live_driver("reject").approvals.reject(task_id, reason)
+
+    @property
+    def revisions(self) -> list[Revision]:
+        """Every change of this run's plan so far (each: reason, added, removed, changed)."""
+        return list(self._driver.replanning.revisions) if self._driver is not None else []
+
+    @property
+    def proposed_revision(self) -> Revision | None:
+        """A revised plan awaiting ``accept_revision`` or ``reject_revision`` (or None)."""
+        if self._driver is None or self._driver.replanning.proposed is None:
+            return None
+        return self._driver.replanning.proposed[1]
+
+    @property
+    def proposed_graph(self) -> TaskGraph | None:
+        """The plan a proposed revision would run (None when there is no proposal)."""
+        if self._driver is None or self._driver.replanning.proposed is None:
+            return None
+        return self._driver.replanning.proposed[0]
+
+    def replan(self, task_id: str, reason: str | None = None) -> None:
+        """Ask for a revised plan now, because of ``task_id`` (a failed task, say)."""
+        driver = self._live_driver("replan")
+        why = reason or self.errors.get(task_id) or f"task {task_id!r} should be replanned"
+        driver.replanning.request(task_id, why)
+
+    async def accept_revision(self) -> None:
+        """Run the proposed revision of the plan."""
+        await self._live_driver("accept").replanning.accept()
+
+    def reject_revision(self, reason: str | None = None) -> None:
+        """Drop the proposed revision: the failure that asked for it stands."""
+        self._live_driver("reject").replanning.reject(reason)
+
+    async def extend(self, tasks: Iterable[Task]) -> None:
+        """Add tasks to a run started with ``growing=True`` (its plan is still being
+        written); they may depend on tasks already in it."""
+        await self._live_driver("extend").growth.extend(tasks)
+
+    def seal(self, *, error: str | None = None) -> None:
+        """The growing plan is complete (``error``: it turned out unusable — tasks not
+        started yet are cancelled, finished ones stay)."""
+        self._live_driver("seal").growth.seal(error=error)
 
     def _live_driver(self, verb: str) -> Driver:
         if self._driver is None or self.done:

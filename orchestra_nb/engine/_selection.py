@@ -8,7 +8,8 @@ Pure functions over the graph, used by the driver before it builds its scheduler
   results are ignored;
 * ``selection`` — ``only``: the chosen tasks and their descendants, closed over
   the ancestors they need; everything else keeps its stored result or the
-  outcome it had.
+  outcome it had;
+* ``scheduler_for`` — the scheduler a run (or a revised plan) starts from.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import RunError
+from .._scheduler import Scheduler
 
 if TYPE_CHECKING:
     from .._plan import TaskGraph
+    from ._options import RunOptions
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Carried:
     results: Mapping[str, tuple[str, Any]] = field(default_factory=dict)  # id -> (key, value)
     lease_owner: str | None = None
     created: float | None = None
+    revisions: tuple[Any, ...] = ()  # the run's Revision list so far
 
 
 def forced_ids(graph: TaskGraph, refresh: bool | Iterable[str]) -> set[str]:
@@ -55,3 +59,31 @@ def selection(graph: TaskGraph, only: Iterable[str]) -> set[str]:
             raise RunError(f"cannot run unknown task {tid!r}")
         chosen |= {tid, *graph.descendants(tid)}
     return chosen.union(*(graph.ancestors(tid) for tid in chosen))
+
+
+def scheduler_for(
+    graph: TaskGraph, options: RunOptions, *, completed: Iterable[str], gated: Iterable[str]
+) -> Scheduler:
+    """The scheduler a run of ``graph`` starts from: ``completed`` tasks done, ``gated``
+    ones held for approval, the run's pools and limits (a task's own retries only lower
+    the run's)."""
+    tasks = graph.tasks
+    resources = {}
+    for tid, t in tasks.items():
+        wants = dict(t.resources) or ({t.kind: 1} if t.kind in options.pools else {})
+        if wants:
+            resources[tid] = wants
+    retries: Mapping[str, int] | int = {t: options.task_retries(x) for t, x in tasks.items()}
+    if len(set(retries.values())) == 1:  # type: ignore[union-attr]
+        retries = next(iter(retries.values()))  # type: ignore[union-attr]  # one number for all
+    return Scheduler(
+        {tid: t.dependencies for tid, t in tasks.items()},
+        priority={tid: t.priority for tid, t in tasks.items() if t.priority is not None},
+        durations=graph.durations(),
+        resources=resources,
+        pools=dict(options.pools),
+        max_workers=options.workers,
+        retries=retries,
+        completed=completed,
+        gated=set(gated) & set(tasks),
+    )

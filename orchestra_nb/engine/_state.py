@@ -98,6 +98,19 @@ class RunState:
         status[tid] = new
         self.emit(kind, tid, attempt=attempt, error=error, data=data)
 
+    def add_task(self, tid: str) -> None:
+        """A task joined the run (a plan still being written, or a revised one): pending."""
+        self.status[tid] = "pending"
+        self.counts["pending"] += 1
+        self.attempts[tid] = 0
+
+    def remove_task(self, tid: str) -> None:
+        """A task left the run (a revised plan dropped it): forget everything about it."""
+        self.counts[self.status.pop(tid)] -= 1
+        for table in (self.results, self.errors, self.attempts, self.first_start, self.timeline):
+            table.pop(tid, None)  # type: ignore[attr-defined]
+        self.keys.pop(tid, None)  # its tokens stay counted: they were spent
+
     def restore(self, tid: str, status: str) -> None:
         """Set a task's status as a record says it ended (no event: nothing happened now)."""
         counts = self.counts
@@ -128,6 +141,20 @@ class RunState:
     def add_usage(self, tid: str, usage: Usage) -> None:
         self.usage_by_task[tid] = usage
         self.tokens += usage.total_tokens
+
+    def task_record(self, tid: str, status: str) -> dict[str, Any]:
+        """What the run's record keeps about a task now."""
+        span = self.timeline.get(tid)
+        usage = self.usage_by_task.get(tid)
+        return {
+            "status": status,
+            "attempts": self.attempts.get(tid, 0),
+            "start": span[0] if span else self.first_start.get(tid),
+            "end": span[1] if span else None,
+            "error": self.errors.get(tid),
+            "key": self.keys.get(tid),
+            "tokens": usage.total_tokens if usage is not None else 0,
+        }
 
     def now(self) -> float:
         """Seconds since the run started."""
