@@ -31,6 +31,7 @@ _LAZY: dict[str, str] = {
     "Task": "._plan",
     "TaskGraph": "._plan",
     "CriticalPath": "._plan",
+    "PlanStream": "._plan_stream",
     "Scheduler": "._scheduler",
     "run": "._engine",
     "start": "._engine",
@@ -76,6 +77,7 @@ __all__ = [
     "OrchestraError",
     "Orchestrator",
     "PlanError",
+    "PlanStream",
     "RateLimit",
     "RateLimitError",
     "ReplayLLM",
@@ -138,6 +140,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from ._events import Event
     from ._plan import CriticalPath, Task, TaskGraph
+    from ._plan_stream import PlanStream
     from ._render import to_graphviz
     from ._scheduler import Scheduler
     from ._values import Image, Markdown
