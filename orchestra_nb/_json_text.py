@@ -33,6 +33,9 @@ from typing import Any
 
 MAX_DEPTH = 64  # a plan nests about five levels; JSON parsers recurse per level
 MAX_ANSWER_CHARS = 1_000_000  # about 250k tokens: more than any model writes in one answer
+# text that is not strict JSON is read (mended) up to this size from its first bracket: the
+# scan is linear, but a flood of brackets costs a few microseconds each
+MAX_REPAIR_CHARS = 256_000
 
 
 class LimitExceeded(ValueError):
@@ -437,7 +440,8 @@ def check_depth(value: Any, *, max_depth: int = MAX_DEPTH, what: str = "the plan
 def loads(text: str, *, max_chars: int = MAX_ANSWER_CHARS, max_depth: int = MAX_DEPTH) -> Any:
     """The first non-empty JSON object or list in an answer, or None (prose, cut off, too big).
 
-    Strict JSON is read by the standard library; anything else by one scan.
+    Strict JSON is read by the standard library; anything else by one scan, when it
+    is at most ``MAX_REPAIR_CHARS`` long from its first bracket.
     """
     if len(text) > max_chars:
         return None
@@ -453,6 +457,9 @@ def loads(text: str, *, max_chars: int = MAX_ANSWER_CHARS, max_depth: int = MAX_
             except LimitExceeded:
                 return None
             return value if value else None
+    brackets = [p for p in (text.find("{"), text.find("[")) if p >= 0]
+    if not brackets or len(text) - min(brackets) > MAX_REPAIR_CHARS:
+        return None
     try:
         scan = scan_text(text, max_chars=max_chars, max_depth=max_depth)
     except LimitExceeded:

@@ -37,10 +37,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import PlanError
-from ._json_text import LimitExceeded, Scan, TopValue, check_depth, scan_text, size_error
+from ._json_text import (
+    MAX_DEPTH,
+    MAX_REPAIR_CHARS,
+    LimitExceeded,
+    Scan,
+    TopValue,
+    check_depth,
+    scan_text,
+    size_error,
+)
 
 MAX_PLAN_CHARS = 16_000_000  # plan files and stored run records; about 80,000 tasks
-MAX_REPAIR_CHARS = 1_000_000  # text that is not strict JSON is mended up to this size
 MAX_PLAN_TASKS = 100_000  # tasks are counted before any is built
 PLAN_KEYS = ("subtasks", "tasks", "sub_tasks", "steps", "plan", "nodes", "items", "todo")
 EDGE_KEYS = ("edges", "links", "task_links")
@@ -194,8 +202,13 @@ _NOTHING = object()
 def _strict(text: str) -> Any:
     try:
         value = json.loads(text)
-    except (ValueError, RecursionError):
+    except ValueError:
         return _NOTHING
+    except RecursionError:  # only nesting far deeper than any plan gets here
+        raise PlanError(
+            f"the plan nests JSON more than {MAX_DEPTH} levels deep "
+            f"(the limit is MAX_DEPTH = {MAX_DEPTH})"
+        ) from None
     try:
         check_depth(value, what="the plan")
     except LimitExceeded as exc:
