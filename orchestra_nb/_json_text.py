@@ -134,11 +134,25 @@ class Scan:
 
 # one token inside a container: a bracket or separator, a quote, or a bare word
 _WORD = r"""[^"'{}\[\]:,\s]+"""
-_TOKEN = re.compile(rf"""[ \t\r\n]*(?:([{{}}\[\]:,])|(["'])|({_WORD}(?:[ \t]+{_WORD})*))""")
+_TOKEN = re.compile(rf"""[ \t\r\n]*(?:([{{}}\[\]:,])|(["'])|({_WORD}))""")
 _TOP = re.compile(r"[{}\[\]]")
 _STRING_END = {'"': re.compile(r'["\\]'), "'": re.compile(r"['\\]")}
 _SPACE = re.compile(r"[ \t\r\n]*")
 _AFTER_STRING = frozenset(",:}]")
+_WORD_CHAR = re.compile(r"""[^"'{}\[\]:,\s]""")
+_WORD_REST = re.compile(rf"""(?:{_WORD})?(?:[ \t]+(?!//|/\*){_WORD})*""")
+_BLANK = re.compile(r"[ \t]*")
+
+
+def _goes_on(buf: str, at: int) -> bool:
+    """Whether an unquoted word goes on at ``at`` (after spaces): a word, not a comment."""
+    return _WORD_CHAR.match(buf, at) is not None and not buf.startswith(("//", "/*"), at)
+
+
+def _ends_string(buf: str, ahead: int, spaces: str) -> bool:
+    """Whether a quote followed by ``spaces`` and then ``buf[ahead]`` closes its string."""
+    return ahead >= len(buf) or buf[ahead] in _AFTER_STRING or "\n" in spaces
+
 
 OnClose = Callable[[tuple[Any, ...], Any, tuple[Any, ...]], None]
 
@@ -173,7 +187,12 @@ class JSONScanner:
         self._pos = 0
         self._base = 0  # offset of _buf[0] in the whole text
         self._stack: list[_Frame] = []
-        self._string: tuple[str, int, list[str]] | None = None  # quote, start, parts so far
+        # a token split between chunks: a string (its quote, the parts read, a quote that may
+        # end it), an unquoted word (its parts, spaces that may end it), or a closing bracket
+        # that does not fit and waits to see what follows it
+        self._string: tuple[str, list[str], list[str]] | None = None
+        self._word: tuple[list[str], list[str]] | None = None
+        self._closer: tuple[str, int] | None = None
         self._comment: str | None = None  # "\n" or "*/": what ends the comment being skipped
         self._finished = False
 
@@ -220,11 +239,27 @@ class JSONScanner:
         buf = self._buf
         n = len(buf)
         pos = self._pos
-        while pos < n or (final and self._string is not None):
+        while pos < n or (final and self._waiting()):
+            # a token split between chunks goes on where the last chunk stopped
             if self._string is not None:
                 pos = self._read_string(buf, pos, final)
                 if self._string is not None:
                     break
+                continue
+            if self._word is not None:
+                pos = self._read_word(buf, pos, final)
+                if self._word is not None:
+                    break
+                continue
+            if self._closer is not None:
+                ahead = _SPACE.match(buf, pos).end()
+                if ahead >= n and not final:
+                    pos = n
+                    break
+                punct, at = self._closer
+                self._closer = None
+                self._mismatched(punct, at, buf[ahead : ahead + 1])
+                pos = ahead
                 continue
             if self._comment is not None:
                 end = buf.find(self._comment, pos)
@@ -254,64 +289,113 @@ class JSONScanner:
                 break
             punct, quote, word = match.groups()
             if punct is not None:
+                pos = match.end()
                 if punct in "}]" and not self._closer_fits(punct):
-                    ahead = _SPACE.match(buf, match.end()).end()
-                    if ahead >= n and not final:
-                        break  # whether this closer is stray depends on what follows
-                    self._mismatched(punct, match.start(), buf[ahead : ahead + 1])
+                    # whether this closer is stray depends on what follows it
+                    self._closer = (punct, self._base + match.start(1))
                 else:
-                    self._punctuation(punct, match.start())
-                pos = match.end()
+                    self._punctuation(punct, match.start(1))
             elif quote is not None:
-                self._string = (quote, self._base + match.end(), [])
+                self._string = (quote, [], [])
                 pos = match.end()
+            elif word == "/" and match.end() >= n and not final:
+                break  # a comment may start with the next chunk
+            elif word.startswith("//") or word.startswith("/*"):
+                self._comment = "\n" if word[1] == "/" else "*/"
+                pos = match.start(3) + 2
             else:
-                if match.end() >= n and not final:
-                    break  # the word may go on in the next chunk
-                if word.startswith("//"):
-                    self._comment = "\n"
-                    pos = match.start(3) + 2
-                elif word.startswith("/*"):
-                    self._comment = "*/"
-                    pos = match.start(3) + 2
-                else:
-                    self._word(word)
-                    pos = match.end()
+                self._word = ([], [])
+                pos = match.start(3)
         self._pos = pos
 
+    def _waiting(self) -> bool:
+        return self._string is not None or self._word is not None or self._closer is not None
+
     def _read_string(self, buf: str, pos: int, final: bool) -> int:
-        """Read on in the current string from ``pos``; return where reading stopped."""
-        quote, start, parts = self._string  # type: ignore[misc]
-        ender = _STRING_END[quote]
+        """Read on in the current string from ``pos``; return where reading stopped.
+
+        A quote ends the string only where JSON may go on (a comma, colon or
+        closing bracket follows, or the line ends): models leave inner quotes
+        unescaped ("write a "catchy" title"), and those are followed by more words.
+        When a chunk ends before that can be told, the quote and the spaces after
+        it wait in ``pending``, so nothing is scanned twice.
+        """
+        quote, parts, pending = self._string  # type: ignore[misc]
         n = len(buf)
+        if pending:
+            ahead = _SPACE.match(buf, pos).end()
+            pending.append(buf[pos:ahead])
+            if ahead >= n and not final:
+                return n
+            if _ends_string(buf, ahead, "".join(pending)[1:]):
+                return self._end_string(ahead)
+            parts.append("".join(pending))  # an inner quote: part of the text
+            self._string = (quote, parts, [])
+            pos = ahead
+        ender = _STRING_END[quote]
         search = pos
         while True:
             match = ender.search(buf, search)
             if match is None:
-                if final:  # the text ends inside a string: leave it open
-                    return n
-                parts.append(buf[pos:n])
-                return n
+                if not final:
+                    parts.append(buf[pos:n])
+                return n  # (at the end of the text the string stays open)
             if match.group() == "\\":
                 if match.end() >= n and not final:
                     parts.append(buf[pos : match.start()])
                     return match.start()  # the escaped character is not here yet
                 search = match.end() + 1
                 continue
-            after = match.end()
+            at, after = match.start(), match.end()
             ahead = _SPACE.match(buf, after).end()
             if ahead >= n and not final:
-                parts.append(buf[pos : match.start()])
-                return match.start()  # a closing quote or not: the next character says
-            following = buf[ahead] if ahead < n else ""
-            # a quote ends the string only where JSON may go on: models leave inner quotes
-            # unescaped ("write a "catchy" title"), and those are followed by more words
-            if following == "" or following in _AFTER_STRING or "\n" in buf[after:ahead]:
-                parts.append(buf[pos : match.start()])
-                self._string = None
-                self._deliver(_string_value("".join(parts), quote), start - 1, is_word=True)
-                return after
+                parts.append(buf[pos:at])
+                self._string = (quote, parts, [buf[at:n]])
+                return n
+            if _ends_string(buf, ahead, buf[after:ahead]):
+                parts.append(buf[pos:at])
+                return self._end_string(ahead)
             search = after
+
+    def _end_string(self, resume: int) -> int:
+        quote, parts, _pending = self._string  # type: ignore[misc]
+        self._string = None
+        self._deliver(_string_value("".join(parts), quote), scalar=True)
+        return resume
+
+    def _read_word(self, buf: str, pos: int, final: bool) -> int:
+        """Read on in an unquoted word (``true``, ``12``, ``id``, ``Write the report``).
+
+        Spaces inside a word belong to it; spaces at the end of a chunk wait in
+        ``pending`` until the next chunk says whether the word goes on.
+        """
+        parts, pending = self._word  # type: ignore[misc]
+        n = len(buf)
+        if pending:
+            ahead = _BLANK.match(buf, pos).end()
+            if (ahead >= n or (buf[ahead] == "/" and ahead + 1 >= n)) and not final:
+                pending.append(buf[pos:n])
+                return n  # what follows the spaces is not here yet
+            if not _goes_on(buf, ahead):
+                return self._end_word(pos)
+            parts.append("".join(pending) + buf[pos:ahead])
+            pos = ahead
+        end = _WORD_REST.match(buf, pos).end()
+        parts.append(buf[pos:end])
+        if end >= n and not final:
+            self._word = (parts, [])
+            return n
+        blank = _BLANK.match(buf, end).end()
+        if (blank >= n or (buf[blank] == "/" and blank + 1 >= n)) and not final:
+            self._word = (parts, [buf[end:n]])
+            return n
+        return self._end_word(end)
+
+    def _end_word(self, resume: int) -> int:
+        parts, _pending = self._word  # type: ignore[misc]
+        self._word = None
+        self._take_word("".join(parts))
+        return resume
 
     # --- tokens -------------------------------------------------------------------------
 
@@ -350,35 +434,36 @@ class JSONScanner:
         elif char in "{[":
             self._open(char == "{", pos)
         else:
-            self._close(pos + 1)
+            self._close(self._base + pos + 1)
 
     def _closer_fits(self, char: str) -> bool:
         return self._stack[-1].is_object == (char == "}")
 
-    def _mismatched(self, char: str, pos: int, following: str) -> None:
+    def _mismatched(self, char: str, at: int, following: str) -> None:
         wanted = char == "}"
         below = any(f.is_object == wanted for f in self._stack[:-1])
         if not below or following == ",":
             # nothing to close, or the list goes on after it: a stray bracket
-            self.result.stray_closers.append(self._base + pos)
+            self.result.stray_closers.append(at)
             return
         while self._stack[-1].is_object != wanted:
             self._close_implicitly()
-        self._close(pos + 1)
+        self._close(at + 1)
 
-    def _word(self, word: str) -> None:
+    def _take_word(self, word: str) -> None:
         frame = self._stack[-1]
         if frame.is_object and frame.state in (_KEY, _AFTER):
             frame.key, frame.state = word, _COLON  # an unquoted key
             return
-        self._deliver(_bare_value(word), -1, is_word=True)
+        self._deliver(_bare_value(word), scalar=True)
 
-    def _deliver(self, value: Any, pos: int, *, is_word: bool) -> None:
+    def _deliver(self, value: Any, *, scalar: bool) -> None:
+        """Put a finished value where the innermost open container expects one."""
         frame = self._stack[-1]
         if not frame.is_object:
             frame.value.append(value)
             frame.state = _AFTER
-        elif frame.state in (_KEY, _AFTER) and is_word:
+        elif frame.state in (_KEY, _AFTER) and scalar:
             frame.key = value if isinstance(value, str) else json.dumps(value)
             frame.state = _COLON
         else:
@@ -386,10 +471,11 @@ class JSONScanner:
             frame.state = _AFTER
 
     def _close(self, end: int) -> None:
+        """Close the innermost value; ``end`` is where it ends in the text (-1: implicitly)."""
         frame = self._stack.pop()
         if frame.is_object and frame.state in (_COLON, _VALUE):
             frame.value[frame.key] = None
-        self._finish_frame(frame, self._base + end if end >= 0 else -1)
+        self._finish_frame(frame, end)
 
     def _close_implicitly(self) -> None:
         frame = self._stack[-1]
@@ -403,7 +489,7 @@ class JSONScanner:
         if self._stack:
             parent = self._stack[-1]
             parent.mended = parent.mended or frame.mended
-            self._deliver(frame.value, frame.start, is_word=False)
+            self._deliver(frame.value, scalar=False)
         else:
             self.result.values.append(TopValue(frame.value, frame.start, end, frame.mended))
 

@@ -61,8 +61,9 @@ class PlanStream:
         self._chunks: list[str] = []
         self._size = 0
         self._mode: str | None = None  # "json" or "text" once the answer shows which
-        self._line = ""  # the unfinished last line (while undecided, and for text plans)
+        self._line = ""  # the unfinished last line, while it may still become a step
         self._line_may_be_step = True
+        self._parts: list[str] = []  # the unfinished last line of a text plan, in pieces
         self._scanner = JSONScanner(max_chars=max_chars, on_close=self._closed)
         self._text = TextPlanReader()
         self._resolver = EntryResolver()
@@ -136,15 +137,19 @@ class PlanStream:
                 return
             if k < len(pieces) - 1:  # the line ended without a sign
                 self._line, self._line_may_be_step = "", True
-            else:
-                self._line = line
+            elif self._line_may_be_step:
                 self._line_may_be_step = bool(_MAY_BE_STEP.fullmatch(line))
+                self._line = line if self._line_may_be_step else ""  # only a short prefix
 
     # --- text plans ----------------------------------------------------------------------
 
     def _read_lines(self, text: str) -> None:
-        lines = (self._line + text).split("\n")
-        self._line = lines.pop()
+        lines = text.split("\n")
+        if len(lines) == 1:
+            self._parts.append(text)  # joined once its line ends: no copying per chunk
+            return
+        lines[0] = "".join([*self._parts, lines[0]])
+        self._parts = [lines.pop()]
         for line in lines:
             entry = self._text.line(line)
             if entry is not None:
