@@ -122,6 +122,15 @@ class Task:
         if self.timeout is not None and not self.timeout > 0:
             raise PlanError(f"task {self.id!r}: timeout must be positive seconds", ids=[self.id])
 
+    def __repr__(self) -> str:
+        # the dataclass repr, with arguments only when there are any (most tasks have none)
+        shown = (
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if f.name != "arguments" or self.arguments
+        )
+        return f"Task({', '.join(shown)})"
+
     def replace(self, **changes: Any) -> Task:
         """A copy with some fields changed (validated like a new task)."""
         return dataclasses.replace(self, **changes)

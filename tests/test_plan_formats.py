@@ -394,6 +394,8 @@ def test_tasks_without_arguments_keep_their_definition_and_key():
     task = Task("a", name="A", description="do it")
     assert "arguments" not in task.definition()
     assert "arguments" not in task.to_dict()
+    assert "arguments" not in repr(task)
+    assert repr(task.replace(arguments=[1])).endswith(", extra={}, arguments=[1])")
     assert task.arguments == []
     assert Task("a", name="A", description="do it", arguments=None) == task
 
