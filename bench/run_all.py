@@ -14,6 +14,7 @@ SCRIPTS = [
     "llm_fanout.py",
     "widget.py",
     "dask_bench.py",
+    "parse.py",
 ]
 
 if __name__ == "__main__":

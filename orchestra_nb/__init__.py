@@ -32,6 +32,7 @@ _LAZY: dict[str, str] = {
     "Task": "._plan",
     "TaskGraph": "._plan",
     "CriticalPath": "._plan",
+    "PlanStream": "._plan_stream",
     "Scheduler": "._scheduler",
     "run": ".engine",
     "start": ".engine",
@@ -84,6 +85,7 @@ __all__ = [
     "OrchestraError",
     "Orchestrator",
     "PlanError",
+    "PlanStream",
     "RateLimit",
     "RateLimitError",
     "ReplayLLM",
@@ -141,6 +143,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._events import Event
     from ._executors import Executor, LocalExecutor
     from ._plan import CriticalPath, Task, TaskGraph
+    from ._plan_stream import PlanStream
     from ._render import to_graphviz
     from ._scheduler import Scheduler
     from ._values import Image, Markdown

@@ -180,6 +180,8 @@ def llm_messages(
     parts = [f"## Step: {task.name}"]
     if task.description:
         parts.append(task.description)
+    if task.arguments:
+        parts.append("## Arguments\n" + describe_arguments(task.arguments, names))
     if texts:
         parts.append("## Results of earlier steps")
         for dep, text in texts.items():
@@ -188,6 +190,48 @@ def llm_messages(
         {"role": "system", "content": SYSTEM_PROMPT.format(goal=goal or task.name)},
         {"role": "user", "content": "\n\n".join(parts)},
     ]
+
+
+def describe_arguments(arguments: Any, names: Mapping[str, str]) -> str:
+    """A task's arguments as a Markdown list, ``${id}`` shown as the result it stands for."""
+    from ._plan_shapes import REF
+
+    def show(value: Any) -> str:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        return REF.sub(lambda m: f'the result of "{names.get(m.group(1), m.group(1))}"', text)
+
+    if isinstance(arguments, Mapping):
+        return "\n".join(f"- {key}: {show(value)}" for key, value in arguments.items())
+    return "\n".join(f"{i}. {show(value)}" for i, value in enumerate(arguments, 1))
+
+
+def resolve_arguments(arguments: Any, inputs: Mapping[str, Any]) -> Any:
+    """Arguments with each ``${id}`` of a dependency replaced by its result.
+
+    An argument that is exactly ``"${id}"`` becomes the result itself; a reference
+    inside longer text becomes the result's text.
+    """
+    from ._plan_shapes import REF, map_strings
+
+    def swap(text: str) -> Any:
+        whole = REF.fullmatch(text)
+        if whole and whole.group(1) in inputs:
+            return inputs[whole.group(1)]
+        return REF.sub(
+            lambda m: result_text(inputs[m.group(1)]) if m.group(1) in inputs else m.group(0),
+            text,
+        )
+
+    return map_strings(arguments, swap)
+
+
+def check_answer_size(text: str, what: str) -> None:
+    """Refuse an LLM answer too large to keep (a hostile or runaway model)."""
+    from ._errors import LLMError
+    from ._json_text import MAX_ANSWER_CHARS, size_error
+
+    if len(text) > MAX_ANSWER_CHARS:
+        raise LLMError(str(size_error(what, len(text), MAX_ANSWER_CHARS, "MAX_ANSWER_CHARS")))
 
 
 def assemble_report(
@@ -392,6 +436,7 @@ class Actions:
             )
         completion = await self.llm.complete(messages, **dict(task.params))
         ctx.add_usage(completion.usage)
+        check_answer_size(completion.text, f"the answer to task {task.id!r}")
         return Markdown(completion.text)
 
     def remote(self, task: Task) -> bool:
@@ -437,24 +482,53 @@ async def remote_completion(
 ) -> Any:
     """An LLM task's call, as run on a cluster worker."""
     completion = await llm.complete(messages, **params)
+    check_answer_size(completion.text, "the answer")
     return Markdown(completion.text)
+
+
+_SPECIAL_PARAMETERS = frozenset({"inputs", "task", "params", "goal", "arguments"})
 
 
 def bind_arguments(
     entry: TaskFunction, task: Task, inputs: Mapping[str, Any], *, goal: str | None
 ) -> dict[str, Any]:
-    """Fill a function's parameters by name from the task, its inputs and params."""
+    """Fill a function's parameters from the task's arguments, its inputs and params.
+
+    Named arguments (a dict) and params bind by name, as do ``inputs``, ``task``,
+    ``params``, ``goal``, ``arguments`` and each dependency id; positional
+    arguments (a list) fill the function's parameters in order. A ``"${id}"``
+    argument is the result of dependency ``id``.
+    """
+    arguments = resolve_arguments(task.arguments, inputs)
+    named = arguments if isinstance(arguments, Mapping) else {}
     available: dict[str, Any] = {
         **task.params,
+        **named,
         **inputs,
         "inputs": dict(inputs),
         "task": task,
         "params": dict(task.params),
         "goal": goal,
+        "arguments": arguments,
     }
     kwargs: dict[str, Any] = {}
     signature = inspect.signature(entry.func)
+    if isinstance(arguments, list) and arguments:
+        slots = [
+            name
+            for name, param in signature.parameters.items()
+            if name not in _SPECIAL_PARAMETERS
+            and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
+        ]
+        if len(arguments) > len(slots):
+            raise TypeError(
+                f"function {entry.name!r} takes {len(slots)} argument(s) but task {task.id!r} "
+                f"gives {len(arguments)}"
+            )
+        kwargs.update(zip(slots, arguments, strict=False))
     for pname, param in signature.parameters.items():
+        if pname in kwargs:
+            continue
         if param.kind is param.VAR_KEYWORD:
             kwargs.update({k: v for k, v in inputs.items() if k not in kwargs})
         elif param.kind is param.VAR_POSITIONAL:

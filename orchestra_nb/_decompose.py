@@ -1,17 +1,23 @@
 """Goal -> TaskGraph: the planning prompt, structured output, and repair by re-prompting.
 
 The model is asked for the seed plan format (with a JSON schema when the server
-supports structured output). Its answer goes through the tolerant parser and
-validation; when that fails, the exact error goes back to the model in a
-follow-up message, a bounded number of times. Nothing is executed here.
+supports structured output). An answer the server reports as cut off by the
+token limit (``finish_reason == "length"``) is not mended: the model is asked to
+continue it, a bounded number of times. The whole answer then goes through the
+tolerant parser and validation, in a worker thread so a large or hostile answer
+never holds up the event loop; when that fails, the exact error goes back to
+the model in a follow-up message, a bounded number of times. Nothing is
+executed here.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._errors import PlanError
+from ._json_text import MAX_ANSWER_CHARS, size_error
 from ._plan import TaskGraph
 
 if TYPE_CHECKING:
@@ -61,6 +67,13 @@ the last subtask compiles the final deliverable from the others and may use "rep
 assemble their results verbatim into one document.
 """
 
+CONTINUE_PROMPT = (
+    "Your answer was cut off by the length limit. Continue it exactly where it stopped: "
+    "write only the rest, starting with the next character, without repeating anything "
+    "and without starting a new code block."
+)
+_ECHO_CHARS = 20_000  # how much of an unusable answer is shown back to the model
+
 _PYTHON_RULE = (
     ', "python" for a step done by one of these Python functions (set "function" to its '
     "name):\n{functions}\n"
@@ -98,13 +111,15 @@ async def decompose(
     min_tasks: int = 3,
     functions: Mapping[str, str] | Iterable[str] | None = None,
     context: str | None = None,
+    max_continuations: int = 2,
 ) -> TaskGraph:
     """Ask an LLM to break ``goal`` into a validated TaskGraph.
 
     ``functions`` names Python functions (name -> one-line description) the plan
-    may use for ``kind="python"`` steps. An unusable answer is sent back with the
-    validation error, up to ``max_attempts`` answers in all; then ``PlanError``
-    is raised carrying the last answer in ``.answer``.
+    may use for ``kind="python"`` steps. An answer cut off by the model's length
+    limit is continued up to ``max_continuations`` times. An unusable answer is
+    sent back with the validation error, up to ``max_attempts`` answers in all;
+    then ``PlanError`` is raised carrying the last answer in ``.answer``.
     """
     from .llm import llm_from_spec
 
@@ -112,6 +127,8 @@ async def decompose(
         raise PlanError("the goal is empty: say what the plan should achieve")
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
+    if max_continuations < 0:
+        raise ValueError("max_continuations must be 0 or more")
     model = llm_from_spec(llm)
     described = _describe_functions(functions)
     messages = planning_messages(
@@ -121,10 +138,16 @@ async def decompose(
     last_error: PlanError | None = None
     for _attempt in range(max_attempts):
         completion = await model.complete(messages, schema=PLAN_SCHEMA)
-        last_answer = completion.text
+        answer, complete = await _whole_answer(model, messages, completion, max_continuations)
+        last_answer = answer[:MAX_ANSWER_CHARS]
         try:
-            plan = completion.data if _is_plan(completion.data) else completion.text
-            graph = TaskGraph.from_plan(plan, goal=goal.strip())
+            if not complete:
+                raise PlanError(
+                    f"the answer was still cut off by the length limit after "
+                    f"{max_continuations} continuation(s): write fewer or shorter subtasks"
+                )
+            plan = answer if answer.strip() or not _is_plan(completion.data) else completion.data
+            graph = await asyncio.to_thread(_read_plan, plan, goal.strip(), max_tasks)
             _check_functions(graph, described)
             if len(graph) > max_tasks:
                 raise PlanError(f"the plan has {len(graph)} subtasks; use at most {max_tasks}")
@@ -133,7 +156,7 @@ async def decompose(
             last_error = exc
             messages = [
                 *messages,
-                {"role": "assistant", "content": completion.text},
+                {"role": "assistant", "content": _echo(answer)},
                 {
                     "role": "user",
                     "content": f"That plan cannot be used: {exc}. "
@@ -145,6 +168,59 @@ async def decompose(
         ids=last_error.ids if last_error else (),
         answer=last_answer,
     )
+
+
+async def _whole_answer(
+    model: LLM, messages: list[dict[str, str]], completion: Any, max_continuations: int
+) -> tuple[str, bool]:
+    """The answer with what a length cut-off left out asked for; and whether it is whole."""
+    text = completion.text
+    reason = completion.finish_reason
+    for _ in range(max_continuations):
+        if reason != "length" or len(text) > MAX_ANSWER_CHARS:
+            break
+        follow_up = [
+            *messages,
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": CONTINUE_PROMPT},
+        ]
+        more = await model.complete(follow_up)  # no schema: the rest is not a whole document
+        text = join_continuation(text, more.text)
+        reason = more.finish_reason
+    return text, reason != "length"
+
+
+def join_continuation(head: str, rest: str) -> str:
+    """``head`` followed by the model's continuation of it.
+
+    Models asked to continue sometimes open a new code fence, repeat the last
+    words, or start over; each is recognised so the joined text reads as one answer.
+    """
+    body = rest
+    stripped = body.lstrip()
+    if stripped.startswith("```"):  # a new fence around the rest
+        body = stripped.split("\n", 1)[1] if "\n" in stripped else ""
+    start = head.lstrip()[:40]
+    if len(start) >= 20 and body.lstrip().startswith(start):
+        return body  # it started over
+    for size in range(min(len(head), len(body), 200), 19, -1):
+        if head.endswith(body[:size]):
+            return head + body[size:]  # it repeated the last words first
+    return head + body
+
+
+def _read_plan(answer: Any, goal: str, max_tasks: int) -> TaskGraph:
+    if isinstance(answer, str) and len(answer) > MAX_ANSWER_CHARS:
+        raise PlanError(
+            str(size_error("the answer", len(answer), MAX_ANSWER_CHARS, "MAX_ANSWER_CHARS"))
+        )
+    return TaskGraph.from_plan(answer, goal=goal, max_tasks=max_tasks)
+
+
+def _echo(answer: str) -> str:
+    if len(answer) <= _ECHO_CHARS:
+        return answer
+    return answer[:_ECHO_CHARS] + f"\n…[{len(answer) - _ECHO_CHARS} more characters not shown]"
 
 
 def _is_plan(data: Any) -> bool:

@@ -18,14 +18,15 @@ import json
 import os
 import re
 import statistics
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._errors import PlanError
+from ._json_text import MAX_DEPTH
 from ._kinds import DEFAULT_KIND
-from ._parse import Entry, parse_duration_minutes, read_plan
+from ._parse import MAX_PLAN_CHARS, MAX_PLAN_TASKS, Entry, parse_duration_minutes, read_plan
 from ._text import shorten
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ _EDITABLE = (
     "timeout",
     "approval",
     "extra",
+    "arguments",
 )
 
 
@@ -60,8 +62,13 @@ class Task:
     Python function for ``kind="python"``; ``params`` are action parameters that
     change the result (and so the cache key); ``priority``, ``resources``,
     ``retries`` and ``timeout`` (seconds) steer scheduling only; ``approval``
-    makes a run wait for a person to approve the task before it starts. ``extra`` keeps
-    fields this package does not know so a plan round-trips unchanged.
+    makes a run wait for a person to approve the task before it starts. ``extra``
+    keeps fields this package does not know so a plan round-trips unchanged.
+    ``arguments`` are the tool arguments a planner wrote for the step (a list, or
+    a dict of named ones); a string ``"${id}"`` in them stands for the result of
+    dependency ``id``. They are part of the task's definition and are given to
+    its action (listed in an LLM task's prompt, bound to a Python function's
+    parameters).
     """
 
     id: str
@@ -76,8 +83,9 @@ class Task:
     resources: Mapping[str, int] = field(default_factory=dict)
     retries: int | None = None
     timeout: float | None = None
-    approval: bool = field(default=False, repr=False)
+    approval: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    arguments: Sequence[Any] | Mapping[str, Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not _SAFE_ID.match(self.id):
@@ -107,6 +115,7 @@ class Task:
             if not isinstance(value, Mapping):
                 raise PlanError(f"task {self.id!r}: {name} must be a mapping, not {value!r}")
             set_(self, name, dict(value))
+        set_(self, "arguments", _arguments(self.arguments, self.id))
         for pool, units in self.resources.items():
             if not isinstance(units, int) or isinstance(units, bool) or units < 1:
                 raise PlanError(
@@ -120,6 +129,16 @@ class Task:
         if self.timeout is not None and not self.timeout > 0:
             raise PlanError(f"task {self.id!r}: timeout must be positive seconds", ids=[self.id])
 
+    def __repr__(self) -> str:
+        # the dataclass repr, with arguments and approval only when set (most tasks have
+        # neither, and notebook outputs stay as they were)
+        shown = (
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if f.name not in ("arguments", "approval") or getattr(self, f.name)
+        )
+        return f"Task({', '.join(shown)})"
+
     def replace(self, **changes: Any) -> Task:
         """A copy with some fields changed (validated like a new task)."""
         return dataclasses.replace(self, **changes)
@@ -131,13 +150,16 @@ class Task:
         estimate and scheduling hints are left out: they do not change what the
         task produces.
         """
-        return {
+        out = {
             "kind": self.kind,
             "name": self.name,
             "description": self.description,
             "function": self.function,
             "params": dict(self.params),
         }
+        if self.arguments:  # only when set: keys of tasks without arguments stay as they were
+            out["arguments"] = self.arguments
+        return out
 
     def definition_json(self) -> str:
         """``definition()`` as canonical JSON, computed once (tasks never change)."""
@@ -170,6 +192,8 @@ class Task:
                 out[name] = dict(value)
         if self.approval:
             out["approval"] = True
+        if self.arguments:
+            out["arguments"] = self.arguments
         for key, value in self.extra.items():
             out.setdefault(key, value)
         return out
@@ -255,18 +279,37 @@ class TaskGraph:
     # --- construction -----------------------------------------------------------
 
     @classmethod
-    def from_plan(cls, data: Any, *, goal: str | None = None) -> TaskGraph:
-        """Read a plan from an LLM answer (text), a dict or a list; raise PlanError if unusable."""
+    def from_plan(
+        cls, data: Any, *, goal: str | None = None, max_tasks: int | None = None
+    ) -> TaskGraph:
+        """Read a plan from an LLM answer (text), a dict or a list; raise PlanError if unusable.
+
+        The formats read are described in docs/plan-formats.md. ``max_tasks``
+        refuses a larger plan before any task is built (default ``MAX_PLAN_TASKS``).
+        """
         if isinstance(data, TaskGraph):
             return data.copy()
-        raw = read_plan(data)
+        try:
+            raw = read_plan(data, max_tasks=max_tasks or MAX_PLAN_TASKS)
+        except RecursionError:  # a last line of defence: every reader is bounded in depth
+            raise PlanError(f"the plan nests too deep to read (the limit is {MAX_DEPTH})") from None
         return cls(_resolve(raw.entries), goal=goal or raw.goal, name=raw.name)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TaskGraph:
-        """Load a plan saved with ``save`` (or any plan file in the seed format)."""
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_plan(fh.read())
+        """Load a plan saved with ``save`` (or any plan file in a format ``from_plan`` reads).
+
+        A file longer than ``MAX_PLAN_CHARS`` is refused without reading it all.
+        """
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read(MAX_PLAN_CHARS + 1)
+        if len(text) > MAX_PLAN_CHARS:
+            size = os.path.getsize(path)
+            raise PlanError(
+                f"the plan file {os.fspath(path)!r} is {size / 1e6:.1f} MB, more than the "
+                f"{MAX_PLAN_CHARS / 1e6:.0f} MB limit (MAX_PLAN_CHARS)"
+            )
+        return cls.from_plan(text)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the plan as JSON (atomically: a crash never leaves half a file)."""
@@ -584,91 +627,75 @@ class TaskGraph:
 
 def _resolve(entries: list[Entry]) -> list[Task]:
     """Give every entry a safe unique id and turn dependency references into ids."""
+    resolver = EntryResolver()
+    for entry in entries:
+        resolver.add(entry)
+    if resolver.problems:
+        raise PlanError(_summarize(resolver.problems), ids=dict.fromkeys(resolver.bad))
     problems: list[str] = []
     bad: list[str] = []
-    seen: dict[str, int] = {}
-    for entry in entries:
-        if entry.raw_id in seen:
-            problems.append(
-                f"duplicate task id {entry.raw_id!r} (entries {seen[entry.raw_id] + 1} "
-                f"and {entry.index + 1})"
-            )
-            bad.append(entry.raw_id)
-        else:
-            seen[entry.raw_id] = entry.index
-    if problems:
-        raise PlanError(_summarize(problems), ids=dict.fromkeys(bad))
-
-    ids: dict[str, str] = {}
-    taken: set[str] = set()
-    for entry in entries:
-        base = safe_id(entry.raw_id)
-        candidate, n = base, 2
-        while candidate in taken:
-            candidate, n = f"{base[:60]}_{n}", n + 1
-        taken.add(candidate)
-        ids[entry.raw_id] = candidate
-
-    lookup = _ReferenceLookup(entries, ids)
     tasks: list[Task] = []
     for entry in entries:
-        tid = ids[entry.raw_id]
-        deps: list[str] = []
-        for ref in entry.dependencies:
-            target = lookup.find(ref)
-            if target is None:
-                problems.append(f"task {tid!r} depends on unknown task {ref!r}")
-                bad.extend((tid, ref))
-            elif target == tid:
-                problems.append(f"task {tid!r} depends on itself")
-                bad.append(tid)
-            elif target not in deps:
-                deps.append(target)
-        tasks.append(
-            Task(
-                id=tid,
-                name=entry.name if entry.name != entry.raw_id else tid,
-                description=entry.description,
-                dependencies=tuple(deps),
-                estimated_time=entry.estimated_time,
-                kind=entry.kind,
-                function=entry.function,
-                params=entry.params,
-                priority=entry.priority,
-                resources=entry.resources,
-                retries=entry.retries,
-                timeout=entry.timeout,
-                approval=entry.approval,
-                extra=entry.extra,
-            )
-        )
+        task, entry_problems, entry_bad = resolver.build(entry)
+        problems.extend(entry_problems)
+        bad.extend(entry_bad)
+        if task is not None:
+            tasks.append(task)
     if problems:
         raise PlanError(_summarize(problems), ids=dict.fromkeys(bad))
     return tasks
 
 
-class _ReferenceLookup:
-    """Finds the task a dependency reference means: by id, then name, then loosely."""
+class EntryResolver:
+    """Turns entries into Tasks: safe unique ids, and references resolved to those ids.
 
-    def __init__(self, entries: list[Entry], ids: dict[str, str]):
-        self.exact: dict[str, str] = {}
-        names: dict[str, list[str]] = {}
-        loose: dict[str, list[str]] = {}
-        for entry in entries:
-            tid = ids[entry.raw_id]
-            self.exact.setdefault(entry.raw_id, tid)
-            self.exact.setdefault(tid, tid)
-            names.setdefault(entry.name.casefold(), []).append(tid)
-            for text in (entry.raw_id, entry.name):
-                loose.setdefault(_loose(text), []).append(tid)
-        self.names = {k: v[0] for k, v in names.items() if len(v) == 1}
-        self.loose = {k: v[0] for k, v in loose.items() if len(set(v)) == 1}
+    ``from_plan`` adds every entry and then builds every task; the plan stream
+    adds entries as they arrive and builds a task once what it refers to is
+    known. References are found by id, then by name, then loosely (case and
+    punctuation ignored), then as "task 3" / "#3"; a name shared by two tasks
+    names neither.
+    """
+
+    def __init__(self) -> None:
+        self.ids: dict[str, str] = {}  # raw id -> safe id
+        self.problems: list[str] = []  # duplicate ids
+        self.bad: list[str] = []
+        self._index: dict[str, int] = {}
+        self._taken: set[str] = set()
+        self._exact: dict[str, str] = {}
+        self._names: dict[str, list[str]] = {}
+        self._loose: dict[str, list[str]] = {}
+
+    def add(self, entry: Entry) -> str | None:
+        """Give the entry its id (None when another entry already has its raw id)."""
+        if entry.raw_id in self._index:
+            self.problems.append(
+                f"duplicate task id {entry.raw_id!r} (entries {self._index[entry.raw_id] + 1} "
+                f"and {entry.index + 1})"
+            )
+            self.bad.append(entry.raw_id)
+            return None
+        self._index[entry.raw_id] = entry.index
+        base = safe_id(entry.raw_id)
+        candidate, n = base, 2
+        while candidate in self._taken:
+            candidate, n = f"{base[:60]}_{n}", n + 1
+        tid = self.ids[entry.raw_id] = candidate
+        self._taken.add(tid)
+        self._exact.setdefault(entry.raw_id, tid)
+        self._exact.setdefault(tid, tid)
+        self._names.setdefault(entry.name.casefold(), []).append(tid)
+        for text in (entry.raw_id, entry.name):
+            self._loose.setdefault(_loose(text), []).append(tid)
+        return tid
 
     def find(self, ref: str) -> str | None:
+        names = self._names.get(ref.casefold(), ())
+        loose = set(self._loose.get(_loose(ref), ()))
         return (
-            self.exact.get(ref)
-            or self.names.get(ref.casefold())
-            or self.loose.get(_loose(ref))
+            self._exact.get(ref)
+            or (names[0] if len(names) == 1 else None)
+            or (next(iter(loose)) if len(loose) == 1 else None)
             or self._numbered(ref)
         )
 
@@ -678,7 +705,87 @@ class _ReferenceLookup:
         if not match:
             return None
         number = match.group(1)
-        return self.exact.get(number) or self.exact.get(f"task_{number}")
+        return self._exact.get(number) or self._exact.get(f"task_{number}")
+
+    def build(self, entry: Entry) -> tuple[Task | None, list[str], list[str]]:
+        """The entry's task, or the problems with its references (and the ids involved)."""
+        tid = self.ids[entry.raw_id]
+        problems: list[str] = []
+        bad: list[str] = []
+        deps: list[str] = []
+        arguments, used = _argument_refs(entry.arguments, self.ids, self._taken)
+        for ref in [*entry.dependencies, *used]:
+            target = self.find(ref)
+            if target is None:
+                problems.append(f"task {tid!r} depends on unknown task {ref!r}")
+                bad.extend((tid, ref))
+            elif target == tid:
+                problems.append(f"task {tid!r} depends on itself")
+                bad.append(tid)
+            elif target not in deps:
+                deps.append(target)
+        if problems:
+            return None, problems, bad
+        task = Task(
+            id=tid,
+            name=entry.name if entry.name != entry.raw_id else tid,
+            description=entry.description,
+            dependencies=tuple(deps),
+            estimated_time=entry.estimated_time,
+            kind=entry.kind,
+            function=entry.function,
+            params=entry.params,
+            priority=entry.priority,
+            resources=entry.resources,
+            retries=entry.retries,
+            timeout=entry.timeout,
+            approval=entry.approval,
+            extra=entry.extra,
+            arguments=arguments,
+        )
+        return task, [], []
+
+
+def _argument_refs(
+    arguments: Any, ids: Mapping[str, str], final_ids: set[str]
+) -> tuple[Any, list[str]]:
+    """Arguments with ``${raw id}`` rewritten to ``${id}``, and the ids they refer to.
+
+    Only exact ids count as references: ``${HOME}`` in an argument stays text.
+    """
+    if not arguments:
+        return arguments, []
+    from ._plan_shapes import REF, map_strings, ref
+
+    used: list[str] = []
+
+    def rewrite(text: str) -> str:
+        def swap(match: re.Match[str]) -> str:
+            raw = match.group(1)
+            target = ids.get(raw) or (raw if raw in final_ids else None)
+            if target is None:
+                return match.group(0)
+            used.append(target)
+            return ref(target)
+
+        return REF.sub(swap, text) if "${" in text else text
+
+    return map_strings(arguments, rewrite), used
+
+
+def _arguments(value: Any, task_id: str) -> list[Any] | dict[str, Any]:
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return list(value)
+    if isinstance(value, str | int | float | bool):
+        return [value]
+    raise PlanError(
+        f"task {task_id!r}: arguments must be a list or an object, not {type(value).__name__}",
+        ids=[task_id],
+    )
 
 
 def _loose(text: str) -> str:

@@ -234,3 +234,82 @@ async def test_report_assembles_sections_with_images_inline():
     )
     assert "## Market chart\n\n![Market chart](data:image/png;base64," in report
     assert "| maker | share |" in report
+
+
+# --- tool arguments written by the planner ---------------------------------------------------
+
+
+def test_llm_prompt_lists_the_arguments_with_references_named():
+    task = Task(
+        "speak",
+        name="Text-to-Speech",
+        dependencies=("caption",),
+        arguments={"text": "${caption}", "voice": "female", "speed": 1.5},
+    )
+    messages = llm_messages(
+        task, {"caption": "A dog"}, goal="g", names={"caption": "Image Captioning"}
+    )
+    assert (
+        '## Arguments\n- text: the result of "Image Captioning"\n- voice: female\n- speed: 1.5'
+        in messages[1]["content"]
+    )
+    listed = Task("t", arguments=["example.jpg", "${a} in French"], dependencies=("a",))
+    prompt = llm_messages(listed, {"a": "x"}, goal="g", names={"a": "Caption"})[1]["content"]
+    assert '## Arguments\n1. example.jpg\n2. the result of "Caption" in French' in prompt
+
+
+async def test_llm_tasks_send_their_arguments(llm_server):
+    g = TaskGraph.from_plan(
+        {
+            "task_nodes": [
+                {"task": "Image Captioning", "arguments": ["example.jpg"]},
+                {"task": "Translation", "arguments": ["<node-0>", "French"]},
+            ]
+        }
+    )
+    llm = OpenAILLM("m", base_url=llm_server.url, api_key="k")
+    run = await onb.run(g, llm=llm, store="memory://")
+    assert run.ok, run.errors
+    sent = [r["messages"][1]["content"] for r in llm_server.requests]
+    assert any('1. the result of "Image Captioning"\n2. French' in text for text in sent)
+
+
+async def test_python_functions_get_their_arguments():
+    def load(path, limit=10):
+        return {"path": path, "limit": limit}
+
+    def pick(rows, key, goal):
+        return (rows["path"], key, goal)
+
+    def join(first, second, *, sep="-"):
+        return f"{first}{sep}{second}"
+
+    g = TaskGraph.from_plan(
+        {
+            "goal": "G",
+            "subtasks": [
+                {"id": "load", "kind": "python", "arguments": {"path": "a.csv", "limit": 3}},
+                {"id": "pick", "kind": "python", "arguments": {"rows": "${load}", "key": "k"}},
+                {"id": "join", "kind": "python", "arguments": ["${pick}", "of ${load}", "+"]},
+            ],
+        }
+    )
+    assert g.tasks["pick"].dependencies == ("load",)
+    assert g.tasks["join"].dependencies == ("pick", "load")
+    run = await onb.run(g, functions=[load, pick, join], store="memory://")
+    assert run.ok, run.errors
+    assert run.results["load"] == {"path": "a.csv", "limit": 3}
+    assert run.results["pick"] == ("a.csv", "k", "G")
+    # "${pick}" alone is pick's result itself; "${load}" inside text is load's result as text
+    assert run.results["join"] == (
+        "('a.csv', 'k', 'G')+of {\n  \"path\": \"a.csv\",\n  \"limit\": 3\n}"
+    )
+
+
+async def test_too_many_positional_arguments_are_named():
+    def one(x):
+        return x
+
+    g = TaskGraph([Task("a", kind="python", function="one", arguments=[1, 2])])
+    run = await onb.run(g, functions=[one], store="memory://")
+    assert run.errors["a"] == ("TypeError: function 'one' takes 1 argument(s) but task 'a' gives 2")

@@ -8,9 +8,15 @@ import sys
 
 import pytest
 
-from orchestra_nb import OpenAILLM, PlanError, ReplayLLM, decompose
-from orchestra_nb._decompose import PLAN_SCHEMA, planning_messages
+from orchestra_nb import Completion, OpenAILLM, PlanError, ReplayLLM, TaskGraph, decompose
+from orchestra_nb._decompose import (
+    CONTINUE_PROMPT,
+    PLAN_SCHEMA,
+    join_continuation,
+    planning_messages,
+)
 from orchestra_nb.llm import ScriptedLLM
+from tests.support.llm_server import Reply
 
 GOOD = json.dumps(
     {
@@ -151,3 +157,65 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
     )
     assert missing.returncode == 2
     assert "no recording file" in missing.stderr
+
+
+# --- answers cut off by the length limit ------------------------------------------------------
+
+
+async def test_an_answer_cut_by_the_length_limit_is_continued_not_mended(llm_server):
+    cut = len(GOOD) * 3 // 5
+    llm_server.script(Reply(content=GOOD[:cut], finish_reason="length"), GOOD[cut:])
+    llm = OpenAILLM("m", base_url=llm_server.url, api_key="k")
+    graph = await decompose("Write a report", llm=llm)
+    assert graph == TaskGraph.from_plan(GOOD, goal="Write a report")
+    first, second = llm_server.requests
+    assert first["response_format"]["type"] == "json_schema"  # structured output by default
+    assert "response_format" not in second  # the rest of a document is not a document
+    assert second["messages"][-2:] == [
+        {"role": "assistant", "content": GOOD[:cut]},
+        {"role": "user", "content": CONTINUE_PROMPT},
+    ]
+
+
+async def test_a_continuation_in_a_new_fence_that_repeats_the_last_words(llm_server):
+    cut = len(GOOD) // 2
+    llm_server.script(
+        Reply(content="Here it is:\n```json\n" + GOOD[:cut], finish_reason="length"),
+        "```json\n" + GOOD[cut - 30 :] + "\n```",
+    )
+    llm = OpenAILLM("m", base_url=llm_server.url, api_key="k")
+    graph = await decompose("Write a report", llm=llm)
+    assert list(graph.tasks) == ["task_1", "task_2"]
+
+
+async def test_an_answer_still_cut_after_the_continuations_is_sent_back(llm_server):
+    cut = len(GOOD) // 3
+    pieces = [GOOD[:cut], GOOD[cut : 2 * cut], GOOD[2 * cut : 2 * cut + 5]]
+    llm_server.script(*(Reply(content=p, finish_reason="length") for p in pieces), GOOD)
+    llm = OpenAILLM("m", base_url=llm_server.url, api_key="k")
+    graph = await decompose("Write a report", llm=llm, max_continuations=2)
+    assert len(graph) == 2
+    assert len(llm_server.requests) == 4
+    reprompt = llm_server.requests[3]
+    assert reprompt["response_format"]["type"] == "json_schema"
+    assert reprompt["messages"][-1]["content"].startswith(
+        "That plan cannot be used: the answer was still cut off by the length limit after "
+        "2 continuation(s)"
+    )
+
+
+async def test_without_continuations_a_cut_answer_is_refused_not_shortened():
+    cut = Completion(GOOD[: len(GOOD) * 4 // 5], finish_reason="length")
+    llm = ScriptedLLM([cut, cut])
+    with pytest.raises(PlanError, match="still cut off by the length limit after 0"):
+        await decompose("goal", llm=llm, max_attempts=2, max_continuations=0)
+
+
+def test_joining_a_continuation():
+    head = '{"subtasks": [{"id": "a", "name": "Collect the figures"}, {"id": "b", "name": "Wri'
+    assert join_continuation(head, 'te"}]}') == head + 'te"}]}'
+    assert join_continuation(head, '```json\nte"}]}\n```') == head + 'te"}]}\n```'
+    repeated = head[-25:] + 'te"}]}'
+    assert join_continuation(head, repeated) == head + 'te"}]}'
+    again = '{"subtasks": [{"id": "a", "name": "Collect the figures"}]}'
+    assert join_continuation(head, again) == again  # the model started over

@@ -211,3 +211,13 @@ def test_usable_from_two_loops(llm_server):
     llm = make(llm_server)
     assert asyncio.run(llm.complete("one")).text == "Answer: one"
     assert asyncio.run(llm.complete("two")).text == "Answer: two"
+
+
+async def test_finish_reason_is_carried(llm_server):
+    llm_server.script("done", Reply(content='{"subtasks": [{"id": "a"', finish_reason="length"))
+    llm = make(llm_server)
+    assert (await llm.complete("hi")).finish_reason == "stop"
+    cut = await llm.complete("plan", schema=SCHEMA)
+    assert cut.finish_reason == "length"
+    assert cut.text == '{"subtasks": [{"id": "a"'
+    assert cut.data is None  # a cut document is not mended into a shorter one

@@ -109,3 +109,16 @@ def test_specs(tmp_path, monkeypatch):
     assert llm_from_spec(scripted) is scripted
     with pytest.raises(ConfigError, match="unknown LLM spec 'claude:x'"):
         llm_from_spec("claude:x")
+
+
+async def test_a_recorded_finish_reason_is_replayed(tmp_path):
+    from orchestra_nb import Completion
+
+    path = tmp_path / "rec.json"
+    cut = Completion('{"subtasks": [', finish_reason="length")
+    recorder = ReplayLLM(path, record=ScriptedLLM([cut, "whole"]))
+    await recorder.complete("first")
+    await recorder.complete("second")
+    replay = ReplayLLM(path)
+    assert (await replay.complete("first")).finish_reason == "length"
+    assert (await replay.complete("second")).finish_reason == "stop"

@@ -62,6 +62,24 @@ def test_selecting_a_node_fills_the_inspector():
     assert w.inspector["status"] == "pending"
     w.selected = ""
     assert w.inspector == {}
+    w.selected = "a"
+    assert "arguments" not in w.inspector  # only tasks that have arguments show them
+
+
+def test_the_inspector_shows_a_tasks_arguments():
+    graph = TaskGraph.from_plan(
+        {
+            "task_nodes": [
+                {"task": "Image Captioning", "arguments": ["example.jpg"]},
+                {"task": "Translation", "arguments": ["<node-0>", "<b>French</b>"]},
+            ]
+        }
+    )
+    w = DagWidget(graph)
+    w.selected = "Translation"
+    assert w.inspector["arguments"] == (
+        '1. the result of "Image Captioning"\n2. <b>French</b>'  # shown as text, never as HTML
+    )
 
 
 def test_adding_an_edge_changes_the_graph_and_the_drawing():

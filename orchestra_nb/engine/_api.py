@@ -346,7 +346,7 @@ async def start_resume(
         if opened is not store:
             await opened.close()
     header = record.header
-    graph = TaskGraph.from_plan(header["graph"])
+    graph = await asyncio.to_thread(TaskGraph.from_plan, header["graph"])  # untrusted, big
     return _begin(
         graph,
         RunOptions.from_record(header.get("options") or {}, **overrides),
@@ -489,7 +489,7 @@ async def rollback(
     try:
         record = await load_record(opened, run_id)
         header = record.header
-        graph = TaskGraph.from_plan(header["graph"])
+        graph = await asyncio.to_thread(TaskGraph.from_plan, header["graph"])  # untrusted, big
         saved_keys = header.get("keys") or {}
         keys = {tid: str(saved_keys[tid]) for tid in graph.tasks if tid in saved_keys}
         found = await opened.get_many(set(keys.values()))

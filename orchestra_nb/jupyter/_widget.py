@@ -309,6 +309,11 @@ class DagWidget(anywidget.AnyWidget):
             "status": "pending",
             "stale": tid in self.stale,
         }
+        if task.arguments:  # as text: what a planner wrote need not be JSON-safe
+            from .._actions import describe_arguments
+
+            names = {t.id: t.name for t in graph.tasks.values()}
+            info["arguments"] = describe_arguments(task.arguments, names)
         if run is not None and tid in run.status:
             info["status"] = run.status[tid]
             info["attempts"] = run.attempts.get(tid, 0)

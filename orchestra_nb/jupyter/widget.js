@@ -262,6 +262,7 @@ function render({ model, el }) {
       ["depends on", (info.dependencies || []).map((d) => d.name).join(", ") || "—"],
       ["needed by", (info.dependents || []).map((d) => d.name).join(", ") || "—"],
     ];
+    if (info.arguments) rows.push(["arguments", h("pre", { class: "onb-arguments", "data-testid": "inspector-arguments", text: info.arguments })]);
     if (info.attempts) rows.push(["attempts", String(info.attempts)]);
     if (info.seconds !== undefined) rows.push(["ran", `${fmtSeconds(info.seconds)} (from ${fmtSeconds(info.started)})`]);
     if (info.tokens) rows.push(["tokens", info.tokens.toLocaleString()]);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -29,12 +30,18 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """A model's answer: the text exactly as returned, its usage, and parsed JSON if asked."""
+    """A model's answer: the text exactly as returned, its usage, and parsed JSON if asked.
+
+    ``finish_reason`` is the server's word on why the answer ended: ``"stop"`` (the
+    model was done), ``"length"`` (cut off by the token limit: the text is not the
+    whole answer), ``"content_filter"``, or None when the client cannot tell.
+    """
 
     text: str
     usage: Usage = Usage()
     model: str = ""
     data: Any = None
+    finish_reason: str | None = None
 
 
 @runtime_checkable
@@ -70,23 +77,25 @@ def normalize_messages(messages: Sequence[Message] | str) -> list[dict[str, str]
 
 
 def parse_json(text: str) -> Any:
-    """Tolerantly parsed JSON of an answer (fences, trailing commas...), or None for prose."""
-    import json
+    """Tolerantly parsed JSON of an answer (fences, trailing commas...), or None.
 
-    stripped = text.strip()
-    try:
-        return json.loads(stripped)
-    except ValueError:
-        pass
-    if "{" not in stripped and "[" not in stripped:
-        return None
-    import json_repair
+    None for prose, for an answer cut off inside its JSON, and for one larger than
+    ``MAX_ANSWER_CHARS`` or nested deeper than ``MAX_DEPTH``: reading is one
+    linear pass, bounded whatever the model wrote.
+    """
+    from .._json_text import loads
 
-    try:
-        value = json_repair.loads(stripped)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict | list) and value else None
+    return loads(text)
+
+
+_INLINE_PARSE_CHARS = 16_384  # below this a parse takes well under a millisecond
+
+
+async def parse_json_off_loop(text: str) -> Any:
+    """``parse_json`` that keeps the event loop free: large answers are read in a thread."""
+    if len(text) <= _INLINE_PARSE_CHARS:
+        return parse_json(text)
+    return await asyncio.to_thread(parse_json, text)
 
 
 def estimate_tokens(text: str) -> int:

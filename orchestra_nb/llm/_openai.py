@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import os
 import random
@@ -20,7 +21,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._errors import ConfigError, LLMError, RateLimitError
-from ._base import Completion, Message, Usage, UsageCounter, normalize_messages, parse_json
+from ._base import (
+    Completion,
+    Message,
+    Usage,
+    UsageCounter,
+    normalize_messages,
+    parse_json_off_loop,
+)
 from ._limits import RateLimit
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -187,9 +195,13 @@ class OpenAILLM(UsageCounter):
             response = await self._send(request)
         if schema is not None and "response_format" in request:
             self.structured_output = True
-        return self._completion(response, parse=schema is not None)
+        completion = self._completion(response)
+        if schema is not None:
+            data = await parse_json_off_loop(completion.text)
+            completion = dataclasses.replace(completion, data=data)
+        return completion
 
-    def _completion(self, response: Any, *, parse: bool) -> Completion:
+    def _completion(self, response: Any) -> Completion:
         choice = response.choices[0] if response.choices else None
         text = (choice.message.content if choice is not None else None) or ""
         raw = getattr(response, "usage", None)
@@ -202,7 +214,7 @@ class OpenAILLM(UsageCounter):
             text=text,
             usage=usage,
             model=getattr(response, "model", "") or self.model,
-            data=parse_json(text) if parse else None,
+            finish_reason=getattr(choice, "finish_reason", None),
         )
 
     async def _send(self, request: dict[str, Any]) -> Any:

@@ -28,7 +28,15 @@ from typing import Any
 
 from .._errors import ReplayMissError
 from .._text import shorten
-from ._base import LLM, Completion, Message, Usage, UsageCounter, normalize_messages, parse_json
+from ._base import (
+    LLM,
+    Completion,
+    Message,
+    Usage,
+    UsageCounter,
+    normalize_messages,
+    parse_json_off_loop,
+)
 
 FORMAT = "orchestra-nb-replay/1"
 
@@ -121,7 +129,8 @@ class ReplayLLM(UsageCounter):
             text=text,
             usage=usage,
             model=entry.get("model") or self.model,
-            data=parse_json(text) if schema is not None else None,
+            data=await parse_json_off_loop(text) if schema is not None else None,
+            finish_reason=entry.get("finish_reason", "stop"),
         )
 
     async def _record(
@@ -140,6 +149,8 @@ class ReplayLLM(UsageCounter):
             },
             "model": completion.model or getattr(self.record, "model", None),
         }
+        if completion.finish_reason not in (None, "stop"):
+            entry["finish_reason"] = completion.finish_reason
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:

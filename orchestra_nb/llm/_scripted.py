@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ from ._base import (
     UsageCounter,
     estimate_tokens,
     normalize_messages,
-    parse_json,
+    parse_json_off_loop,
 )
 
 Answer = str | Completion
@@ -59,10 +60,12 @@ class ScriptedLLM(UsageCounter):
             completion = answer
         else:
             prompt = sum(estimate_tokens(m["content"]) for m in msgs)
-            completion = Completion(answer, Usage(prompt, estimate_tokens(answer)), self.model)
-        if schema is not None and completion.data is None:
             completion = Completion(
-                completion.text, completion.usage, completion.model, parse_json(completion.text)
+                answer, Usage(prompt, estimate_tokens(answer)), self.model, finish_reason="stop"
+            )
+        if schema is not None and completion.data is None:
+            completion = dataclasses.replace(
+                completion, data=await parse_json_off_loop(completion.text)
             )
         self._count(completion.usage)
         return completion

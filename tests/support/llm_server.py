@@ -29,6 +29,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     usage: dict[str, int] | None = None
+    finish_reason: str = "stop"  # "length": the answer was cut off by the token limit
 
 
 def default_responder(request: dict[str, Any]) -> Reply:
@@ -160,7 +161,7 @@ class LLMServer:
                     "choices": [
                         {
                             "index": 0,
-                            "finish_reason": "stop",
+                            "finish_reason": reply.finish_reason,
                             "message": {"role": "assistant", "content": content},
                         }
                     ],
