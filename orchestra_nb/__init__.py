@@ -47,6 +47,7 @@ _LAZY: dict[str, str] = {
     "Image": "._values",
     "Markdown": "._values",
     "LLM": ".llm",
+    "AllowedParams": ".llm",
     "Completion": ".llm",
     "Usage": ".llm",
     "OpenAILLM": ".llm",
@@ -64,6 +65,7 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "LLM",
+    "AllowedParams",
     "Completion",
     "ConfigError",
     "CriticalPath",
@@ -144,5 +146,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._scheduler import Scheduler
     from ._values import Image, Markdown
     from .jupyter import load_ipython_extension, unload_ipython_extension
-    from .llm import LLM, Completion, OpenAILLM, RateLimit, ReplayLLM, Usage
+    from .llm import LLM, AllowedParams, Completion, OpenAILLM, RateLimit, ReplayLLM, Usage
     from .store import ResultStore, open_store
