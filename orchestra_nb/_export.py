@@ -18,7 +18,8 @@ A run may come from a shared store, so nothing in it names a file by itself:
   (``con``, ``nul``...), get ``~`` and a hash of the id before the extension, so
   no two tasks share a file on any file system;
 * files are written to a temporary name and renamed into place, so a symlink
-  planted where a result goes is replaced, never followed.
+  planted where a result goes is replaced, never followed (and a ``results``
+  folder that links elsewhere is refused).
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def export_run(run: Run, directory: str | Path) -> dict[str, Path]:
         )
     results.mkdir(parents=True, exist_ok=True)
     inside = results.resolve()
+    if inside.parent != out.resolve():
+        raise UnsafeDataError(f"{results} links out of {out}; refusing to write through it")
     written: dict[str, Path] = {}
     for tid, value in run.results.items():
         suffix, write = _file_of(value)

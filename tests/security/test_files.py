@@ -114,3 +114,16 @@ def test_file_names_are_distinct_on_case_insensitive_file_systems():
     assert len({s.casefold() for s in stems.values()}) == 6
     assert all("~" in stems[t] for t in ("a", "A", "nul", "LPT1.log"))
     assert result_stems(["A", "a"])["a"] == stems["a"]  # stable: the hash is of the id alone
+
+
+def test_a_results_folder_linking_elsewhere_is_refused(tmp_path):
+    (tmp_path / "plan.json").write_text(json.dumps({"subtasks": [{"id": "a", "kind": "report"}]}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results").symlink_to(elsewhere)
+    result = run_cli("run", "plan.json", "--store", f"sqlite:///{tmp_path}/r.db",
+                     "--out", "out", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2
+    assert "links out of out; refusing to write through it" in result.stderr
+    assert list(elsewhere.iterdir()) == []
