@@ -19,6 +19,7 @@ from ._errors import (
     ReplayMissError,
     RunError,
     StoreError,
+    StoreFullError,
     StoreUnavailableError,
     TaskFailedError,
     TaskTimeoutError,
@@ -48,6 +49,7 @@ _LAZY: dict[str, str] = {
     "Image": "._values",
     "Markdown": "._values",
     "LLM": ".llm",
+    "AllowedParams": ".llm",
     "Completion": ".llm",
     "Usage": ".llm",
     "OpenAILLM": ".llm",
@@ -70,6 +72,7 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "LLM",
+    "AllowedParams",
     "Completion",
     "ConfigError",
     "CriticalPath",
@@ -98,6 +101,7 @@ __all__ = [
     "RunOptions",
     "Scheduler",
     "StoreError",
+    "StoreFullError",
     "StoreUnavailableError",
     "StoredResult",
     "Task",
@@ -161,5 +165,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         start_resume,
     )
     from .jupyter import load_ipython_extension, unload_ipython_extension
-    from .llm import LLM, Completion, OpenAILLM, RateLimit, ReplayLLM, Usage
+    from .llm import LLM, AllowedParams, Completion, OpenAILLM, RateLimit, ReplayLLM, Usage
     from .store import ResultStore, StoredResult, open_store

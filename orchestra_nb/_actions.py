@@ -8,6 +8,10 @@ so they never block the loop) or a cluster executor the user gave. Actions look
 at a whole graph only to check that every task can run and to compute keys;
 executing a task takes just the task and its inputs. They know nothing about
 widgets.
+
+A plan may come from a model, so an LLM task's ``params`` reach its request
+only through the LLM client's allow-list (``AllowedParams``): checked for the
+whole graph before a run starts, and again for each call.
 """
 
 from __future__ import annotations
@@ -365,6 +369,23 @@ class Actions:
             raise RunError("; ".join(problems[:5]) + hint)
         if any(t.kind == "llm" for t in graph.tasks.values()):
             self.llm  # noqa: B018 - resolve now: a missing API key fails before the run
+            for task in graph.tasks.values():
+                if task.kind == "llm":
+                    self.request_params(task)  # PlanError naming the task
+
+    def request_params(self, task: Task) -> dict[str, Any]:
+        """The parameters an LLM task's ``params`` add to its request: only what the LLM
+        client's ``allowed_params`` allows (defaults: ``AllowedParams()``), within its
+        bounds, never above the client's own settings. PlanError otherwise."""
+        if not task.params:
+            return {}
+        from .llm import AllowedParams
+
+        llm = self.llm
+        allowed = getattr(llm, "allowed_params", None) or AllowedParams()
+        return allowed.check(
+            task.id, task.params, client_max_tokens=getattr(llm, "max_tokens", None)
+        )
 
     async def prepare(self, graph: TaskGraph) -> None:
         """Slow setup off the loop before tasks start (e.g. importing the LLM client)."""
@@ -422,19 +443,20 @@ class Actions:
         return await self._ask_llm(task, inputs, ctx)
 
     async def _ask_llm(self, task: Task, inputs: dict[str, Any], ctx: TaskContext) -> Any:
+        params = self.request_params(task)  # again: tasks may be added to a running graph
         messages = llm_messages(
             task, inputs, goal=self.goal, names=self.names, input_budget=self.input_budget
         )
         if self.remote(task):  # an LLM call made by a cluster worker (usage stays there)
             return await self.executor.submit(
                 remote_completion,
-                {"llm": self.llm, "messages": messages, "params": dict(task.params)},
+                {"llm": self.llm, "messages": messages, "params": params},
                 task=task,
                 ctx=ctx,
                 store_url=self.store_url,
                 signing_key=self.signing_key,
             )
-        completion = await self.llm.complete(messages, **dict(task.params))
+        completion = await self.llm.complete(messages, **params)
         ctx.add_usage(completion.usage)
         check_answer_size(completion.text, f"the answer to task {task.id!r}")
         return Markdown(completion.text)

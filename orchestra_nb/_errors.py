@@ -32,7 +32,20 @@ class ConfigError(OrchestraError):
 
 
 class LLMError(OrchestraError):
-    """The LLM server failed in a way retries did not fix."""
+    """The LLM server failed in a way retries did not fix.
+
+    ``status`` is the HTTP status the server answered (None: no answer, or not
+    an HTTP error); ``retry_after`` the seconds the server asked to wait before
+    trying again (its ``Retry-After`` header), so whoever retries next can honour
+    it. Both come from the server: bound them before trusting them.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
 
 
 class RateLimitError(LLMError):
@@ -48,11 +61,21 @@ class StoreError(OrchestraError):
 
 
 class StoreUnavailableError(StoreError, ConnectionError):
-    """The result store cannot be reached (Redis down, SQLite file not writable)."""
+    """The result store cannot be reached (Redis down, SQLite file not writable).
+
+    A condition of the store, not of any task: what was computed is kept and can
+    be committed once the store is back.
+    """
+
+
+class StoreFullError(StoreUnavailableError):
+    """The result store has no room left (a full disk, SQLite's size limit)."""
 
 
 class UnsafeDataError(StoreError):
-    """Stored data that would need unpickling without a valid signature."""
+    """Stored data that fails a safety check: a pickle without a valid signature, an entry
+    not authenticated by the signing key, or a record naming files outside the output
+    folder."""
 
 
 class RunError(OrchestraError):

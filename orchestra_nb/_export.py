@@ -5,23 +5,49 @@ the result of the plan's final task when that is text (the usual case: a
 ``report`` or LLM task that compiles the others); otherwise one is assembled
 from every result. ``report.html`` is the same Markdown rendered (raw HTML in
 LLM answers escaped) with the plan drawn above it, so one file opens anywhere.
+
+A run may come from a shared store, so nothing in it names a file by itself:
+
+* only tasks of the run's plan get a result file (a plan's ids are checked when
+  it is built), and every path is checked to lie inside ``results/`` before
+  anything is written — a record naming anything else is refused whole;
+* the file of task ``ID`` is ``results/ID`` plus an extension chosen by the
+  value (``.txt``, ``.md``, ``.json``...), appended and never replacing part of
+  the id, so ``summary`` and ``summary.txt`` get ``summary.txt`` and
+  ``summary.txt.txt``; ids that only differ in case, and Windows device names
+  (``con``, ``nul``...), get ``~`` and a hash of the id before the extension, so
+  no two tasks share a file on any file system;
+* files are written to a temporary name and renamed into place, so a symlink
+  planted where a result goes is replaced, never followed (and a ``results``
+  folder that links elsewhere is refused).
 """
 
 from __future__ import annotations
 
 import base64
+import collections
+import contextlib
+import hashlib
 import html
 import json
+import os
+import secrets
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._actions import assemble_report
+from ._errors import UnsafeDataError
 from ._values import Image, Markdown
 
 if TYPE_CHECKING:
     from .engine import Run
 
 _SUFFIX = {"image/png": ".png", "image/svg+xml": ".svg", "image/jpeg": ".jpg", "image/gif": ".gif"}
+# names Windows keeps for devices, whatever the extension
+_DEVICES = frozenset(
+    ["con", "prn", "aux", "nul"] + [f"{port}{n}" for port in ("com", "lpt") for n in "123456789"]
+)
 
 
 def final_report(run: Run) -> str:
@@ -38,46 +64,106 @@ def final_report(run: Run) -> str:
 
 
 def export_run(run: Run, directory: str | Path) -> dict[str, Path]:
-    """Write report.md, report.html, plan.svg and results/<task>.<ext>; return their paths."""
+    """Write report.md, report.html, plan.svg and results/<task>.<ext>; return their paths.
+
+    ``UnsafeDataError`` (before anything is written) when the run holds a result
+    for something that is not a task of its plan — a tampered run record.
+    """
     from ._render import dot_available, render_svg
 
     out = Path(directory)
-    (out / "results").mkdir(parents=True, exist_ok=True)
+    results = out / "results"
+    stems = result_stems(run.graph.tasks)
+    strangers = [tid for tid in run.results if tid not in stems]
+    if strangers:
+        shown = ", ".join(repr(t) for t in strangers[:3])
+        raise UnsafeDataError(
+            f"run {run.id!r} holds results for {shown}, which are not tasks of its plan "
+            "(a tampered run record?); refusing to write its files"
+        )
+    results.mkdir(parents=True, exist_ok=True)
+    inside = results.resolve()
+    if inside.parent != out.resolve():
+        raise UnsafeDataError(f"{results} links out of {out}; refusing to write through it")
     written: dict[str, Path] = {}
     for tid, value in run.results.items():
-        written[f"results/{tid}"] = _write_result(out / "results" / tid, value)
+        suffix, write = _file_of(value)
+        name = stems[tid] + suffix
+        path = results / name
+        if not _plain_name(name) or path.parent.resolve() != inside:
+            # cannot happen for a plan's ids (they are checked when a plan is built): kept
+            # so that no later change to ids can turn one into a path
+            raise UnsafeDataError(f"the result file of task {tid!r} would be outside {results}")
+        _write_atomic(path, write)
+        written[f"results/{tid}"] = path
     report = final_report(run)
-    (out / "report.md").write_text(report, encoding="utf-8")
+    _write_atomic(out / "report.md", _text(report))
     written["report.md"] = out / "report.md"
     svg = render_svg(run.graph, run.status) if dot_available() else ""
     if svg:
-        (out / "plan.svg").write_text(svg, encoding="utf-8")
+        _write_atomic(out / "plan.svg", _text(svg))
         written["plan.svg"] = out / "plan.svg"
-    (out / "report.html").write_text(_html(run, report, svg), encoding="utf-8")
+    _write_atomic(out / "report.html", _text(_html(run, report, svg)))
     written["report.html"] = out / "report.html"
     return written
 
 
-def _write_result(stem: Path, value: Any) -> Path:
+def result_stems(ids: Iterable[str]) -> dict[str, str]:
+    """The file name, before its extension, of each task's result: the id itself, or the
+    id, ``~`` and a hash when the id alone could clash on some file system (ids that
+    differ only in case, Windows device names). Ids never contain ``~``, so a hashed
+    name never equals a plain one."""
+    ids = list(ids)
+    folded = collections.Counter(tid.casefold() for tid in ids)
+    stems = {}
+    for tid in ids:
+        clash = folded[tid.casefold()] > 1 or tid.split(".", 1)[0].casefold() in _DEVICES
+        if clash:
+            digest = hashlib.blake2b(tid.encode(), digest_size=8).hexdigest()
+            stems[tid] = f"{tid}~{digest}"
+        else:
+            stems[tid] = tid
+    return stems
+
+
+def _plain_name(name: str) -> bool:
+    """A file name, not a path: no separators, not '.' or '..', no NUL."""
+    separators = {os.sep, os.altsep or os.sep, "\0"}
+    return name not in ("", ".", "..") and not any(c in name for c in separators)
+
+
+def _file_of(value: Any) -> tuple[str, Callable[[Path], None]]:
+    """The extension a result's file gets (exactly one dot in each, which keeps names
+    distinct) and how to write it."""
     if isinstance(value, Image):
-        path = stem.with_suffix(_SUFFIX.get(value.mime, ".img"))
-        path.write_bytes(value.data)
-    elif isinstance(value, Markdown):
-        path = stem.with_suffix(".md")
-        path.write_text(str(value), encoding="utf-8")
-    elif isinstance(value, str):
-        path = stem.with_suffix(".txt")
-        path.write_text(value, encoding="utf-8")
-    elif isinstance(value, bytes | bytearray):
-        path = stem.with_suffix(".bin")
-        path.write_bytes(bytes(value))
-    elif type(value).__module__.startswith("pandas") and hasattr(value, "to_csv"):
-        path = stem.with_suffix(".csv")
-        value.to_csv(path)
-    else:
-        path = stem.with_suffix(".json")
-        path.write_text(json.dumps(value, indent=2, ensure_ascii=False, default=str), "utf-8")
-    return path
+        return _SUFFIX.get(value.mime, ".img"), lambda p: p.write_bytes(value.data)
+    if isinstance(value, Markdown):
+        return ".md", _text(str(value))
+    if isinstance(value, str):
+        return ".txt", _text(value)
+    if isinstance(value, bytes | bytearray):
+        return ".bin", lambda p: p.write_bytes(bytes(value))
+    if type(value).__module__.startswith("pandas") and hasattr(value, "to_csv"):
+        return ".csv", lambda p: value.to_csv(p)
+    return ".json", _text(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _text(text: str) -> Callable[[Path], None]:
+    return lambda p: p.write_text(text, encoding="utf-8")
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write beside ``path``, then rename over it: whatever is at ``path`` (a symlink
+    included) is replaced, never written through."""
+    tmp = path.with_name(f".writing-{secrets.token_hex(8)}-{path.name}")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # new, never a link
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 _STYLE = """

@@ -1,1 +1,5 @@
-pytest_plugins = ["tests.support.redis_server", "tests.support.llm_server"]
+pytest_plugins = [
+    "tests.support.redis_server",
+    "tests.support.llm_server",
+    "tests.support.small_disk",
+]

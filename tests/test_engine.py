@@ -566,12 +566,11 @@ async def test_a_lease_lost_in_a_race_names_the_winner():
     from orchestra_nb.store._memory import MemoryStore
 
     class Raced(MemoryStore):
-        """After a dead owner's lease is cleared, a live process takes it first."""
+        """As this run takes over a dead owner's lease, a live process gets there first."""
 
-        async def release_lease(self, name, owner):
-            await super().release_lease(name, owner)
-            if owner.endswith(":dead"):
-                await self.acquire_lease(name, "otherhost:4242:winner", 30)
+        async def take_over_lease(self, name, previous, owner, ttl):
+            await super().take_over_lease(name, previous, "otherhost:4242:winner", 30)
+            return await super().take_over_lease(name, previous, owner, ttl)
 
     store = Raced("memory://")
     dead = f"{socket.gethostname()}:999999999:dead"  # no such process on this host

@@ -75,9 +75,9 @@ async def test_500_then_success(llm_server):
     assert len(llm_server.requests) == 3
 
 
-async def test_timeout_then_success(llm_server):
+async def test_attempt_timeout_then_success(llm_server):
     llm_server.script(Reply(content="late", delay=1.5))
-    llm = make(llm_server, timeout=0.5)
+    llm = make(llm_server, timeout=30, attempt_timeout=0.5)
     completion = await llm.complete("hi")
     assert completion.text == "Answer: hi"
 
@@ -95,10 +95,16 @@ async def test_retries_exhausted(llm_server):
         await make(llm_server, max_retries=1).complete("hi")
 
 
-async def test_timeouts_exhausted(llm_server):
+async def test_attempt_timeouts_exhausted(llm_server):
     llm_server.script(Reply(delay=1.0), Reply(delay=1.0))
     with pytest.raises(LLMError, match=r"timed out after 2 attempt\(s\)"):
-        await make(llm_server, timeout=0.2, max_retries=1).complete("hi")
+        await make(llm_server, timeout=30, attempt_timeout=0.2, max_retries=1).complete("hi")
+
+
+async def test_the_timeout_is_one_deadline_for_every_attempt(llm_server):
+    llm_server.script(Reply(delay=1.0), Reply(delay=1.0))
+    with pytest.raises(LLMError, match=r"did not answer within the 0.3 s timeout \(1 attempt"):
+        await make(llm_server, timeout=0.3, max_retries=3).complete("hi")
 
 
 async def test_other_4xx_are_not_retried(llm_server):

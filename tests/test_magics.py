@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
 
@@ -49,7 +50,7 @@ def responder(request):
 
 @pytest.fixture(scope="module")
 def shell():
-    ip = start_ipython()
+    ip = start_ipython() or get_ipython()  # started once per process
     ip.run_line_magic("load_ext", "orchestra_nb")
     return ip
 

@@ -244,14 +244,21 @@ async def test_planted_pickle_is_refused_and_never_runs(backend, tmp_path, reque
     await plant(url, "evil", raw)
     await plant(url, "forged", b"\x00" * 32 + raw)  # a made-up signature
 
-    for signing_key in (None, b"another key"):
-        s = open_store(url, signing_key=signing_key)
-        try:
-            for key in ("evil", "forged"):
-                with pytest.raises(UnsafeDataError, match=key):
-                    await s.get(key)
-                with pytest.raises(UnsafeDataError):
-                    await s.get_many([key])
-        finally:
-            await s.close()
+    s = open_store(url)  # without a key: pickle is refused outright
+    try:
+        for key in ("evil", "forged"):
+            with pytest.raises(UnsafeDataError, match=key):
+                await s.get(key)
+            with pytest.raises(UnsafeDataError):
+                await s.get_many([key])
+    finally:
+        await s.close()
+    s = open_store(url, signing_key=b"another key")  # with one: an unsigned entry is a miss
+    try:
+        assert await s.get_many(["evil", "forged"]) == {}
+        assert await s.has_many(["evil", "forged"]) == set()
+        with pytest.raises(KeyError):
+            await s.get("evil")
+    finally:
+        await s.close()
     assert not marker.exists()

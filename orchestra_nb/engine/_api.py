@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._actions import DEFAULT_INPUT_BUDGET, Actions
-from .._errors import PlanError, RunError
+from .._errors import PlanError, RunError, UnsafeDataError
 from .._executors import LocalExecutor
 from .._kinds import FINAL_STATUSES
 from .._plan import TaskGraph
@@ -491,6 +491,13 @@ async def rollback(
         header = record.header
         graph = await asyncio.to_thread(TaskGraph.from_plan, header["graph"])  # untrusted, big
         saved_keys = header.get("keys") or {}
+        strangers = [tid for tid in saved_keys if tid not in graph.tasks]
+        if strangers:  # only a tampered record names results that are not tasks of its plan
+            shown = ", ".join(repr(str(t)) for t in strangers[:3])
+            raise UnsafeDataError(
+                f"run {run_id!r} holds results for {shown}, which are not tasks of its plan "
+                "(a tampered run record?); refusing to read it"
+            )
         keys = {tid: str(saved_keys[tid]) for tid in graph.tasks if tid in saved_keys}
         found = await opened.get_many(set(keys.values()))
     finally:

@@ -161,7 +161,10 @@ class Driver:
             raise
         await self._wind_down()
         if self.store_error is not None:
-            raise StoreUnavailableError(
+            kind = type(self.store_error)  # StoreFullError stays a StoreFullError
+            if not issubclass(kind, StoreUnavailableError):
+                kind = StoreUnavailableError
+            raise kind(
                 f"{self.store_error}; {len(self.pending_writes)} computed result(s) kept in "
                 f"memory: run `await orchestra_nb.resume(run)` when the store is back"
             )

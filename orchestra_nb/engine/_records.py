@@ -233,13 +233,11 @@ class RunRecords:
         store, name, me, ttl = self.store, self.lease_name, self.lease_owner, self.lease_ttl
         if not await store.acquire_lease(name, me, ttl):
             holder = await store.lease_owner(name)
-            if holder and _owner_is_dead(holder):
-                await store.release_lease(name, holder)
-                if not await store.acquire_lease(name, me, ttl):
-                    holder = await store.lease_owner(name)  # who won the race for it
-                    raise _lease_error(self.run_id, holder, ttl)
-            else:
-                raise _lease_error(self.run_id, holder, ttl)
+            dead = holder is not None and _owner_is_dead(holder)
+            # a dead owner's lease is handed over atomically: of two processes racing to
+            # resume, exactly one wins, and the loser names the winner
+            if not (dead and await store.take_over_lease(name, holder, me, ttl)):
+                raise _lease_error(self.run_id, await store.lease_owner(name) or holder, ttl)
         self.holds_lease = True
         self._renewal = asyncio.ensure_future(self._renew())
 

@@ -14,8 +14,9 @@ Orchestra.model = "gpt-4o-mini"`` works like any IPython setting.
 from __future__ import annotations
 
 import argparse
+import keyword
+import re
 import shlex
-import string
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,30 +35,40 @@ from ..engine import MODES
 from ._nested import call_on_loop, wait
 from ._session import Orchestration
 
+_FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
 
 def fill_variables(body: str, namespace: Mapping[str, Any]) -> str:
-    """Replace ``{name}`` (and ``{name.attr}``, ``{name[0]}``) with values from the notebook."""
-    try:
-        return string.Formatter().vformat(body, (), _Names(namespace))
-    except KeyError as exc:
-        raise UsageError(
-            f"the cell uses {{{exc.args[0]}}} but no variable {exc.args[0]!r} exists"
-        ) from None
-    except (ValueError, IndexError, AttributeError) as exc:
-        raise UsageError(
-            f"cannot fill the cell's {{variables}}: {exc} (write {{{{ for a brace)"
-        ) from None
+    """Replace ``{name}`` with the value of notebook variable ``name``; ``{{`` and ``}}``
+    are literal braces.
 
+    Only plain names are filled: no attribute access, indexing, conversions or
+    format specs (``string.Formatter`` allows all of those, and a goal pasted from
+    elsewhere could reach any secret of the kernel through them), and no names
+    starting with ``_`` (IPython's input and output history).
+    """
 
-class _Names(dict):  # type: ignore[type-arg]
-    def __init__(self, namespace: Mapping[str, Any]):
-        super().__init__()
-        self.namespace = namespace
+    def fill(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text in ("{{", "}}"):
+            return text[0]
+        name = match.group(1)
+        if name is None:
+            raise UsageError(
+                f"the cell has an unmatched {text!r}: write {text * 2} for a literal brace"
+            )
+        name = name.strip()
+        if not name.isidentifier() or name.startswith("_") or keyword.iskeyword(name):
+            shown = name if len(name) <= 40 else name[:39] + "…"
+            raise UsageError(
+                f"the cell uses {{{shown}}}: only plain {{variable}} names are filled (no "
+                "attributes, indexes or formats; write {{ and }} for literal braces)"
+            )
+        if name not in namespace:
+            raise UsageError(f"the cell uses {{{name}}} but no variable {name!r} exists")
+        return str(namespace[name])
 
-    def __missing__(self, key: str) -> Any:
-        if key in self.namespace:
-            return self.namespace[key]
-        raise KeyError(key)
+    return _FIELD.sub(fill, body)
 
 
 @magics_class

@@ -9,11 +9,13 @@ from __future__ import annotations
 from ._base import LLM, Completion, Message, Usage, normalize_messages
 from ._limits import RateLimit
 from ._openai import OpenAILLM
+from ._params import AllowedParams
 from ._replay import ReplayLLM
 from ._scripted import ScriptedLLM
 
 __all__ = [
     "LLM",
+    "AllowedParams",
     "Completion",
     "Message",
     "OpenAILLM",
@@ -30,7 +32,8 @@ def llm_from_spec(spec: LLM | str | None = None, *, model: str | None = None) ->
     """An LLM from a short spec string (used by the CLI, the magics and ``run(llm=...)``).
 
     ``None`` or ``"openai"``: OpenAILLM from the environment; ``"openai:MODEL"``;
-    ``"ollama:MODEL"`` (a local Ollama on port 11434); ``"replay:PATH"`` (offline
+    ``"ollama:MODEL"`` (Ollama at ``OLLAMA_HOST``, by default localhost:11434; it
+    is sent no API key); ``"replay:PATH"`` (offline
     recordings; ``"replay:PATH?latency=0.5"`` answers after half a second);
     ``"record:PATH"`` (answer from PATH, ask the configured model for prompts it
     lacks and add them). An LLM object is returned unchanged.
@@ -44,8 +47,8 @@ def llm_from_spec(spec: LLM | str | None = None, *, model: str | None = None) ->
     kind = kind.lower()
     if kind == "openai":
         return OpenAILLM(model=arg or model)
-    if kind == "ollama":
-        return OpenAILLM(model=arg or model or "llama3.1", base_url="http://localhost:11434/v1")
+    if kind == "ollama":  # its own server: never handed the environment's OpenAI key
+        return OpenAILLM(model=arg or model or "llama3.1", base_url=_ollama_url())
     if kind in ("replay", "record") and arg:
         path, _, query = arg.partition("?")
         latency = 0.0
@@ -61,3 +64,13 @@ def llm_from_spec(spec: LLM | str | None = None, *, model: str | None = None) ->
     raise ConfigError(
         f"unknown LLM spec {text!r}: use openai[:MODEL], ollama:MODEL, replay:PATH or record:PATH"
     )
+
+
+def _ollama_url() -> str:
+    """Ollama's OpenAI-compatible endpoint, where ``OLLAMA_HOST`` says Ollama listens."""
+    import os
+
+    host = (os.environ.get("OLLAMA_HOST") or "localhost:11434").strip().rstrip("/")
+    if "://" not in host:
+        host = f"http://{host}"
+    return f"{host}/v1"

@@ -5,6 +5,16 @@ we retry 429s, 5xx, timeouts and dropped connections ourselves so that every
 retry is visible (counted, fed to the adaptive ``RateLimit``) and so that a
 ``Retry-After`` header is waited out exactly. The API key is held privately and
 scrubbed from anything we raise; reprs show the model and host only.
+
+``timeout`` is one deadline for the whole call — every attempt, and the waits
+between them — not a limit per network read (httpx's own timeouts are per
+read, so a server sending one byte at a time would never trip them). A server
+asking to wait past the deadline (``Retry-After``) makes the call fail at once,
+with the wait on the error (``LLMError.retry_after``) for whoever retries.
+
+The key from the environment (``OPENAI_API_KEY``) only goes to the server the
+environment names (``OPENAI_BASE_URL``, or OpenAI's own API): a client given
+another ``base_url`` (a local Ollama, say) sends only an ``api_key`` passed to it.
 """
 
 from __future__ import annotations
@@ -13,10 +23,12 @@ import asyncio
 import contextlib
 import dataclasses
 import email.utils
+import functools
+import math
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,8 +42,10 @@ from ._base import (
     parse_json_off_loop,
 )
 from ._limits import RateLimit
+from ._params import AllowedParams
 
 DEFAULT_MODEL = "gpt-4o-mini"
+OPENAI_HOST = "api.openai.com"
 _RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 _JSON_ONLY = "\n\nAnswer with JSON only, no prose and no code fences."
 
@@ -51,6 +65,12 @@ class OpenAILLM(UsageCounter):
     ``ORCHESTRA_MODEL``; for Azure ``AZURE_OPENAI_ENDPOINT``,
     ``AZURE_OPENAI_API_KEY``, ``OPENAI_API_VERSION``). With nothing configured the
     constructor raises ``ConfigError`` naming what to set.
+
+    ``timeout`` (seconds) bounds a whole call, retries included; ``attempt_timeout``
+    optionally bounds each attempt within it, so a stuck request is retried while
+    time is left. ``allowed_params`` says which request parameters a plan's tasks
+    may set through their ``params`` (see ``AllowedParams``); this client's own
+    ``model``, ``max_tokens`` and ``temperature`` stay the ceilings.
     """
 
     def __init__(
@@ -62,6 +82,7 @@ class OpenAILLM(UsageCounter):
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout: float = 60.0,
+        attempt_timeout: float | None = None,
         max_retries: int = 4,
         backoff: float = 1.0,
         max_backoff: float = 60.0,
@@ -70,24 +91,34 @@ class OpenAILLM(UsageCounter):
         azure_endpoint: str | None = None,
         api_version: str | None = None,
         default_headers: Mapping[str, str] | None = None,
+        allowed_params: AllowedParams | None = None,
     ) -> None:
         env = os.environ
         self._azure_endpoint = azure_endpoint or env.get("AZURE_OPENAI_ENDPOINT") or None
         if self._azure_endpoint:
-            key = api_key or env.get("AZURE_OPENAI_API_KEY") or env.get("OPENAI_API_KEY")
+            key = api_key or env.get("AZURE_OPENAI_API_KEY")
+            if not key and not azure_endpoint:  # both from the environment: they go together
+                key = env.get("OPENAI_API_KEY")
             self._api_version = api_version or env.get("OPENAI_API_VERSION") or "2024-10-21"
             self.base_url: str | None = self._azure_endpoint
         else:
-            key = api_key or env.get("OPENAI_API_KEY") or None
             self.base_url = base_url or env.get("OPENAI_BASE_URL") or None
+            key = api_key or None
+            if not key and (base_url is None or _host_of(base_url) == OPENAI_HOST):
+                key = env.get("OPENAI_API_KEY") or None  # the environment's key, its server
             self._api_version = None
         if not key and not self.base_url:
             raise _missing_config()
+        for name, value in (("timeout", timeout), ("attempt_timeout", attempt_timeout)):
+            if value is not None and not (isinstance(value, int | float) and value > 0):
+                raise ConfigError(f"{name} must be positive seconds, not {value!r}")
         self.__key = key or "not-needed"  # local servers ignore the key but the client wants one
         self.model = model or env.get("ORCHESTRA_MODEL") or DEFAULT_MODEL
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self.timeout = timeout
+        self.timeout = float(timeout)
+        self.attempt_timeout = attempt_timeout
+        self.allowed_params = allowed_params
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -101,10 +132,7 @@ class OpenAILLM(UsageCounter):
 
     @property
     def host(self) -> str:
-        if not self.base_url:
-            return "api.openai.com"
-        parts = urlsplit(self.base_url)
-        return parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else "?"
+        return _host_of(self.base_url) if self.base_url else OPENAI_HOST
 
     def __repr__(self) -> str:
         return f"OpenAILLM(model={self.model!r}, host={self.host!r})"
@@ -178,7 +206,11 @@ class OpenAILLM(UsageCounter):
             value = params.pop(name, getattr(self, name))
             if value is not None:
                 request[name] = value
-        request.update(params)
+        known = _create_parameters()
+        request.update({k: v for k, v in params.items() if k in known})
+        others = {k: v for k, v in params.items() if k not in known}
+        if others:  # a server's own parameters (top_k, min_p...) go in the JSON body
+            request["extra_body"] = {**(request.get("extra_body") or {}), **others}
         if schema is not None and self.structured_output is not False:
             request["response_format"] = {
                 "type": "json_schema",
@@ -186,13 +218,14 @@ class OpenAILLM(UsageCounter):
             }
         elif schema is not None:
             request["messages"] = _ask_for_json(msgs)
+        deadline = _Deadline(self.timeout)
         try:
-            response = await self._send(request)
+            response = await self._send(request, deadline)
         except _SchemaRefused:
             self.structured_output = False
             request.pop("response_format", None)
             request["messages"] = _ask_for_json(msgs)
-            response = await self._send(request)
+            response = await self._send(request, deadline)
         if schema is not None and "response_format" in request:
             self.structured_output = True
         completion = self._completion(response)
@@ -202,8 +235,21 @@ class OpenAILLM(UsageCounter):
         return completion
 
     def _completion(self, response: Any) -> Completion:
-        choice = response.choices[0] if response.choices else None
-        text = (choice.message.content if choice is not None else None) or ""
+        choices = getattr(response, "choices", None)
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        message = getattr(choice, "message", None)
+        if message is None:
+            raise LLMError(
+                f"the LLM server at {self.host} answered 200 without a chat completion "
+                "(no choices)",
+                status=200,
+            )
+        text = getattr(message, "content", None) or ""
+        if not isinstance(text, str):
+            raise LLMError(
+                f"the LLM server at {self.host} answered 200 with a message that is not text",
+                status=200,
+            )
         raw = getattr(response, "usage", None)
         usage = Usage(
             int(getattr(raw, "prompt_tokens", 0) or 0),
@@ -217,7 +263,7 @@ class OpenAILLM(UsageCounter):
             finish_reason=getattr(choice, "finish_reason", None),
         )
 
-    async def _send(self, request: dict[str, Any]) -> Any:
+    async def _send(self, request: dict[str, Any], deadline: _Deadline) -> Any:
         import openai
 
         attempt = 0
@@ -225,13 +271,20 @@ class OpenAILLM(UsageCounter):
         while True:
             limit = self.rate_limit
             if limit is not None:
-                await limit.acquire(tokens)
+                with deadline.paused():  # queueing behind our own rate limit is not the server's
+                    await limit.acquire(tokens)
             # errors are raised after the except blocks so that no exception carrying the
             # server's text (which may echo the key) stays attached as __context__
             failure: Exception | None = None
             wait: float | None = None
+            budget = deadline.remaining()
+            if self.attempt_timeout is not None:
+                budget = min(budget, self.attempt_timeout)
             try:
-                response = await self._client().chat.completions.create(**request)
+                async with asyncio.timeout(budget):
+                    response = await self._client().chat.completions.create(
+                        **request, timeout=max(budget, 0.001)
+                    )
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 wait = _retry_after(exc.response)
@@ -242,13 +295,28 @@ class OpenAILLM(UsageCounter):
                 if status in (400, 422) and "response_format" in request and _mentions_schema(exc):
                     failure = _SchemaRefused()
                 elif status not in _RETRY_STATUS or attempt >= self.max_retries:
-                    failure = self._status_error(exc, attempt + 1)
-            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                if attempt >= self.max_retries:
-                    what = "timed out" if isinstance(exc, openai.APITimeoutError) else "failed"
+                    failure = self._status_error(exc, attempt + 1, wait)
+                elif self._delay(attempt, wait) >= deadline.remaining():
+                    failure = self._status_error(exc, attempt + 1, wait, deadline=True)
+            except (TimeoutError, openai.APITimeoutError, openai.APIConnectionError) as exc:
+                timed_out = isinstance(exc, TimeoutError | openai.APITimeoutError)
+                if deadline.remaining() <= 0:
+                    failure = LLMError(
+                        f"the LLM server at {self.host} did not answer within the "
+                        f"{self.timeout:g} s timeout ({attempt + 1} attempt(s))"
+                    )
+                elif attempt >= self.max_retries:
+                    what = "timed out" if timed_out else "failed"
                     failure = LLMError(
                         f"the LLM server at {self.host} {what} after {attempt + 1} attempt(s)"
                     )
+            except (ValueError, openai.APIResponseValidationError) as exc:
+                # a 200 whose body is not JSON, or not a chat completion
+                failure = LLMError(
+                    f"the LLM server at {self.host} answered with a body that is not a chat "
+                    f"completion ({type(exc).__name__}: {self._scrub(str(exc))[:120]})",
+                    status=getattr(exc, "status_code", 200),
+                )
             else:
                 if limit is not None:
                     limit.on_success()
@@ -258,7 +326,7 @@ class OpenAILLM(UsageCounter):
                     limit.release()
             if failure is not None:
                 raise failure
-            delay = self._delay(attempt, wait)
+            delay = min(self._delay(attempt, wait), max(0.0, deadline.remaining()))
             attempt += 1
             await asyncio.sleep(delay)
 
@@ -267,7 +335,9 @@ class OpenAILLM(UsageCounter):
             return min(self.max_backoff, max(0.0, retry_after))
         return random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))  # full jitter
 
-    def _status_error(self, exc: Any, attempts: int) -> Exception:
+    def _status_error(
+        self, exc: Any, attempts: int, retry_after: float | None, *, deadline: bool = False
+    ) -> Exception:
         status = exc.status_code
         detail = self._scrub(_error_message(exc))
         where = f"the LLM server at {self.host}"
@@ -275,9 +345,19 @@ class OpenAILLM(UsageCounter):
             return ConfigError(f"{where} rejected the API key ({status}): {detail}")
         if status == 404:
             return ConfigError(f"{where} does not know model {self.model!r} (404): {detail}")
+        asked = f" and asked to wait {retry_after:g} s" if retry_after is not None else ""
+        late = f", past the {self.timeout:g} s timeout" if deadline else ""
         if status == 429:
-            return RateLimitError(f"{where} kept rate limiting (429) after {attempts} attempt(s)")
-        return LLMError(f"{where} answered {status} after {attempts} attempt(s): {detail}")
+            return RateLimitError(
+                f"{where} kept rate limiting (429) after {attempts} attempt(s){asked}{late}",
+                status=429,
+                retry_after=retry_after,
+            )
+        return LLMError(
+            f"{where} answered {status} after {attempts} attempt(s){asked}{late}: {detail}",
+            status=status,
+            retry_after=retry_after,
+        )
 
     def _scrub(self, text: str) -> str:
         key = self.__key
@@ -288,6 +368,43 @@ class OpenAILLM(UsageCounter):
 
 class _SchemaRefused(Exception):
     """The server does not support json_schema response formats."""
+
+
+class _Deadline:
+    """Seconds left of one call's timeout; time spent in ``paused()`` does not count."""
+
+    def __init__(self, seconds: float) -> None:
+        self._at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self._at - time.monotonic()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self._at += time.monotonic() - started
+
+
+@functools.cache
+def _create_parameters() -> frozenset[str]:
+    """What ``chat.completions.create`` takes as keywords (anything else is refused by it)."""
+    import inspect
+
+    from openai.resources.chat.completions import AsyncCompletions
+
+    return frozenset(inspect.signature(AsyncCompletions.create).parameters) - {"self"}
+
+
+def _host_of(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "?"
+    return (parts.hostname or "?") + (f":{port}" if port else "")
 
 
 def _ask_for_json(messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -320,18 +437,21 @@ def _retry_after(response: Any) -> float | None:
     ms = headers.get("retry-after-ms")
     if ms:
         try:
-            return float(ms) / 1000
+            seconds = float(ms) / 1000
         except ValueError:
             pass
+        else:
+            if math.isfinite(seconds):
+                return max(0.0, seconds)
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, parsed.timestamp() - time.time())
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = parsed.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None

@@ -3,16 +3,30 @@
 ``open_store(url)`` picks the backend from the URL: ``memory://`` (in-process),
 ``sqlite:///path.db`` (the embedded default) or ``redis://host:6379/0`` (shared).
 Opening is cheap and lazy; nothing connects until first use.
+
+A signing key (``signing_key=``, or the ``ORCHESTRA_SIGNING_KEY`` environment
+variable, so every command and kernel of a team can share one without it ever
+being written in code) makes the store authenticate everything it writes and
+refuse what it cannot authenticate.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ._base import DEFAULT_NAMESPACE, ResultStore, RunRecord, StoredEntry
 from ._codecs import BUILTIN, Codec, Codecs
 from ._reference import StoredResult, resolve
-from ._url import DEFAULT_URL, default_url, query_options, redact, scheme_of, sqlite_path
+from ._url import (
+    DEFAULT_URL,
+    default_url,
+    parse_size,
+    query_options,
+    redact,
+    scheme_of,
+    sqlite_path,
+)
 
 __all__ = [
     "BUILTIN",
@@ -40,14 +54,18 @@ def open_store(
 ) -> ResultStore:
     """A store for a URL (None: ``ORCHESTRA_STORE`` or ``sqlite:///.orchestra/results.db``).
 
-    ``signing_key`` opts in to signed pickle for values no codec handles; ``ttl``
-    (seconds) applies to Redis; ``namespace`` separates projects sharing a store.
-    A ``ResultStore`` passed in is returned unchanged.
+    ``signing_key`` (default: ``ORCHESTRA_SIGNING_KEY`` from the environment)
+    authenticates every stored entry — results of every codec and run records —
+    so entries written without it are refused (see docs/security.md), and allows
+    signed pickle for values no codec handles. ``ttl`` (seconds) applies to
+    Redis; ``namespace`` separates projects sharing a store. A ``ResultStore``
+    passed in is returned unchanged.
     """
     if url is not None and not isinstance(url, str):
         return url
     url = url or default_url()
     scheme = scheme_of(url)
+    signing_key = signing_key or os.environ.get("ORCHESTRA_SIGNING_KEY") or None
     chosen = (codecs or Codecs()).with_key(signing_key) if signing_key else (codecs or Codecs())
     ns = namespace or query_options(url).get("namespace")
     if scheme == "memory":
@@ -57,8 +75,19 @@ def open_store(
     if scheme == "sqlite":
         from ._sqlite import SQLiteStore
 
-        direct = query_options(url).get("direct", "1") not in ("0", "false", "no")
-        return SQLiteStore(sqlite_path(url), url=url, codecs=chosen, namespace=ns, direct=direct)
+        options = query_options(url)
+        direct = options.get("direct", "1") not in ("0", "false", "no")
+        max_size = (
+            parse_size(options["max_size"], what="max_size") if "max_size" in options else None
+        )
+        return SQLiteStore(
+            sqlite_path(url),
+            url=redact(url),
+            codecs=chosen,
+            namespace=ns,
+            direct=direct,
+            max_size=max_size,
+        )
     from ._redis import RedisStore
 
     return RedisStore(url, codecs=chosen, namespace=ns, ttl=ttl)

@@ -6,6 +6,9 @@ accepts the value wins. Pickle is only ever used — for encoding *and* decoding
 — when the store was opened with a signing key: the payload carries an
 HMAC-SHA256 of the pickled bytes, checked with ``hmac.compare_digest`` before
 ``pickle.loads`` is called. Anything else is refused without unpickling.
+
+The signing key also authenticates every entry a store writes, whatever its
+codec (see ``_auth``): ``Codecs.signer`` hands the stores what they need.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 from .._errors import StoreError, UnsafeDataError
 from .._values import Image, Markdown
+from ._auth import EntrySigner
 
 
 @dataclass(frozen=True)
@@ -112,19 +116,30 @@ class Codecs:
     ) -> None:
         self._codecs: dict[str, Codec] = {c.name: c for c in codecs}
         self._key = signing_key.encode() if isinstance(signing_key, str) else signing_key
-
-    @property
-    def signed_pickle(self) -> bool:
-        return bool(self._key)
-
-    @property
-    def signing_key(self) -> bytes | None:
-        """The key entries are signed with (None: unsigned)."""
-        return self._key
+        self._signer = EntrySigner(self._key) if self._key else None
 
     def __iter__(self) -> Iterator[Codec]:
         """The codecs in the order they are tried."""
         return iter(self._codecs.values())
+
+    def __repr__(self) -> str:
+        signed = ", signed" if self._key else ""
+        return f"Codecs([{', '.join(self._codecs)}]{signed})"
+
+    @property
+    def signing_key(self) -> bytes | None:
+        """The key entries are authenticated with (None: entries are not authenticated).
+        Needed to open the same store elsewhere (cluster workers); never print it."""
+        return self._key or None
+
+    @property
+    def signer(self) -> EntrySigner | None:
+        """What tags and checks stored entries, when a signing key is set."""
+        return self._signer
+
+    @property
+    def signed_pickle(self) -> bool:
+        return bool(self._key)
 
     def register(self, codec: Codec, *, first: bool = True) -> None:
         """Add a codec; by default it is tried before the built-in ones."""

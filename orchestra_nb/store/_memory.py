@@ -4,6 +4,9 @@ Values are kept as they are (no encoding: this store is on the engine's hot
 path), but a value no codec could encode is refused here too, so code that
 works on ``memory://`` also works on SQLite and Redis. ``memory://NAME`` gives a
 process-wide store shared by everyone who opens that name.
+
+Nothing here is authenticated, with or without a signing key: the data never
+leaves this process, and everything in the process is trusted alike.
 """
 
 from __future__ import annotations
@@ -157,6 +160,13 @@ class MemoryStore(StoreBase):
         held = self._data.leases.get(name)
         if held is not None and held[0] == owner:
             del self._data.leases[name]
+
+    async def take_over_lease(self, name: str, previous: str, owner: str, ttl: float) -> bool:
+        held = self._data.leases.get(name)
+        if held is None or held[0] != previous:
+            return False
+        self._data.leases[name] = (owner, time.monotonic() + ttl)
+        return True
 
     async def lease_owner(self, name: str) -> str | None:
         held = self._data.leases.get(name)

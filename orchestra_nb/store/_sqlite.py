@@ -18,11 +18,19 @@ store's thread runs passive checkpoints now and then). Such a commit appends a
 few pages to the WAL without an fsync: it costs about as much as the Python
 around it, where a round trip to the thread costs several times more. Open the
 store with ``?direct=0`` to route every write through the thread.
+
+``?max_size=100MB`` caps the database file (SQLite's ``max_page_count``): a
+cache on a shared disk cannot fill it. When the cap is reached, or the disk is
+full, SQLite rolls the
+transaction back itself; the store then raises ``StoreFullError`` (a
+``StoreUnavailableError``: a condition of the store, never of the task whose
+result was being written) and never a second error from rolling back again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
@@ -31,9 +39,10 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
-from .._errors import StoreUnavailableError
-from ._base import DEFAULT_NAMESPACE, RunRecord, StoreBase, StoredEntry, summary
+from .._errors import StoreFullError, StoreUnavailableError
+from ._base import DEFAULT_NAMESPACE, RunRecord, StoreBase, StoredEntry, load_record, summary
 from ._codecs import Codecs
 
 T = TypeVar("T")
@@ -71,9 +80,11 @@ class SQLiteStore(StoreBase):
         codecs: Codecs | None = None,
         namespace: str | None = None,
         direct: bool = True,
+        max_size: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.direct = direct
+        self.max_size = max_size
         self._direct: sqlite3.Connection | None = None
         self._direct_commits = 0
         self._checkpoint: asyncio.Task[Any] | None = None
@@ -100,7 +111,12 @@ class SQLiteStore(StoreBase):
         try:
             return func(self._connection(), *args)
         except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"SQLite store {self.path} failed: {exc}") from None
+            raise self._error(exc) from None
+
+    def _error(self, exc: sqlite3.Error) -> StoreUnavailableError:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return StoreFullError(f"the SQLite store {self.path} is full ({exc}): free some space")
+        return StoreUnavailableError(f"SQLite store {self.path} failed: {exc}")
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -112,31 +128,62 @@ class SQLiteStore(StoreBase):
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=30000")
+                self._cap(conn)
                 conn.executescript(_SCHEMA)
                 if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
                     conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-            except (sqlite3.Error, OSError) as exc:
+            except sqlite3.Error as exc:
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    raise self._error(exc) from None
+                raise StoreUnavailableError(
+                    f"cannot open the SQLite store {self.path}: {exc}"
+                ) from None
+            except OSError as exc:
                 raise StoreUnavailableError(
                     f"cannot open the SQLite store {self.path}: {exc}"
                 ) from None
             self._conn = conn
         return self._conn
 
+    def _cap(self, conn: sqlite3.Connection) -> None:
+        if self.max_size is not None:
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count={max(1, self.max_size // page)}")
+
     # --- results ------------------------------------------------------------------------
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         rows = await self._call(_select_results, self.namespace, list(keys), False)
-        return {key: self.codecs.decode(codec, data, key=key) for key, codec, _m, data, *_ in rows}
+        if self.codecs.signer is None:
+            return {
+                key: self.codecs.decode(codec, data, key=key) for key, codec, _m, data, *_ in rows
+            }
+        out: dict[str, Any] = {}
+        refused = []
+        for key, codec, mime, data, created, meta in rows:
+            if self._open_result(key, codec, mime, data, created, meta) is None:
+                refused.append(key)
+            else:
+                out[key] = self.codecs.decode(codec, data, key=key)
+        self._refused("results", refused)
+        return out
 
     async def get_entry(self, key: str) -> StoredEntry | None:
         rows = await self._call(_select_results, self.namespace, [key], False)
         if not rows:
             return None
         _k, codec, mime, data, created, meta = rows[0]
+        text = self._open_result(key, codec, mime, data, created, meta)
+        if text is None:
+            self._refused("results", [key])
+            return None
         value = self.codecs.decode(codec, data, key=key)
-        return StoredEntry(key, value, codec, mime, len(data), created, json.loads(meta))
+        return StoredEntry(key, value, codec, mime, len(data), created, load_record(text, key))
 
     async def has_many(self, keys: Iterable[str]) -> set[str]:
+        if self.codecs.signer is not None:  # only an authenticated entry counts as there
+            rows = await self._call(_select_results, self.namespace, list(keys), False)
+            return {r[0] for r in rows if self._open_result(*r) is not None}
         rows = await self._call(_select_results, self.namespace, list(keys), True)
         return {row[0] for row in rows}
 
@@ -168,6 +215,7 @@ class SQLiteStore(StoreBase):
                 conn.execute("PRAGMA busy_timeout=0")
                 conn.execute("PRAGMA wal_autocheckpoint=0")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                self._cap(conn)
             except sqlite3.Error:
                 return False
             self._direct = conn
@@ -179,7 +227,9 @@ class SQLiteStore(StoreBase):
             conn.executemany(_INSERT, rows)
             conn.execute("COMMIT")
         except sqlite3.Error:
-            conn.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk does): the thread retries
+            # the write and reports the store's condition
+            _rollback(conn)
             return False
         self.stats["commits"] += 1
         self.stats["rows"] += len(rows)
@@ -226,7 +276,7 @@ class SQLiteStore(StoreBase):
     # --- runs -----------------------------------------------------------------------------
 
     async def save_run(self, run_id: str, header: Mapping[str, Any]) -> None:
-        text = json.dumps(dict(header), default=str)
+        text = self._seal_run(run_id, json.dumps(dict(header), default=str))
         await self._call(
             _execute_count,
             "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)",
@@ -235,7 +285,12 @@ class SQLiteStore(StoreBase):
 
     async def save_run_tasks(self, run_id: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
         rows = [
-            (self.namespace, run_id, tid, json.dumps(dict(e), default=str))
+            (
+                self.namespace,
+                run_id,
+                tid,
+                self._seal_task(run_id, tid, json.dumps(dict(e), default=str)),
+            )
             for tid, e in entries.items()
         ]
         if rows:
@@ -246,7 +301,8 @@ class SQLiteStore(StoreBase):
         if found is None:
             return None
         header, tasks = found
-        return RunRecord(run_id, json.loads(header), {t: json.loads(e) for t, e in tasks})
+        text = self._open_run_or_raise(run_id, header)
+        return RunRecord(run_id, load_record(text, run_id), self._open_tasks(run_id, tasks))
 
     async def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = await self._call(
@@ -254,7 +310,15 @@ class SQLiteStore(StoreBase):
             "SELECT run_id, header, updated FROM runs WHERE ns=? ORDER BY updated DESC LIMIT ?",
             (self.namespace, limit),
         )
-        return [summary(rid, json.loads(h), updated) for rid, h, updated in rows]
+        out, refused = [], []
+        for rid, stored, updated in rows:
+            text = self._open_run(rid, stored)
+            if text is None:
+                refused.append(rid)
+            else:
+                out.append(summary(rid, load_record(text, rid), updated))
+        self._refused("run records", refused)
+        return out
 
     async def delete_run(self, run_id: str) -> bool:
         return await self._call(_delete_run, self.namespace, run_id)
@@ -278,6 +342,15 @@ class SQLiteStore(StoreBase):
             (self.namespace, name, owner),
         )
 
+    async def take_over_lease(self, name: str, previous: str, owner: str, ttl: float) -> bool:
+        """Give the lease to ``owner`` only if ``previous`` still holds it (expired or not):
+        of several processes taking over from a dead owner, exactly one wins."""
+        return await self._call(
+            _execute_count,
+            "UPDATE leases SET owner=?, expires=? WHERE ns=? AND name=? AND owner=?",
+            (owner, time.time() + ttl, self.namespace, name, previous),
+        )
+
     async def lease_owner(self, name: str) -> str | None:
         rows = await self._call(
             _fetch,
@@ -290,7 +363,8 @@ class SQLiteStore(StoreBase):
         await self._call(_fetch, "SELECT 1", ())
 
     def shared_url(self) -> str | None:
-        return f"sqlite:///{self.path.resolve()}?namespace={self.namespace}"  # same machine
+        query = urlencode({"namespace": self.namespace})
+        return f"sqlite:///{self.path.resolve()}?{query}"  # same machine
 
     async def close(self) -> None:
         if self._writer is not None and not self._writer.done():
@@ -384,8 +458,21 @@ def _acquire(conn: sqlite3.Connection, ns: str, name: str, owner: str, ttl: floa
         return True
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is still open. After SQLITE_FULL (and some I/O errors) SQLite has
+    rolled back on its own; a second ROLLBACK would only raise "no transaction is
+    active" in place of the error that matters."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
 class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) on an autocommit connection."""
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) on an autocommit connection.
+
+    The error that ended the transaction is the one raised, never one from
+    cleaning up after it; a failed COMMIT rolls back what is left.
+    """
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
@@ -394,4 +481,11 @@ class _transaction:
         self.conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is not None:
+            _rollback(self.conn)
+            return
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            _rollback(self.conn)
+            raise

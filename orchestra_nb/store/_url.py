@@ -1,10 +1,15 @@
-"""Store URLs: parsing, defaults, and the redacted form that is safe to print."""
+"""Store URLs: parsing, defaults, and the redacted form that is safe to print.
+
+A secret can sit in two places of a URL: the password of ``user:password@host``
+and a query parameter such as ``?password=``. ``redact`` hides both; every
+message, repr and listing shows the redacted form only.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._errors import ConfigError
 
@@ -16,19 +21,37 @@ def default_url() -> str:
     return os.environ.get("ORCHESTRA_STORE") or DEFAULT_URL
 
 
+def is_secret_param(name: str) -> bool:
+    """Whether a URL query parameter holds a secret (a password, a token, a key)."""
+    name = name.lower()
+    return any(word in name for word in ("pass", "secret", "token", "pwd")) or name in (
+        "key",
+        "apikey",
+        "api_key",
+        "auth",
+    )
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***."""
+    """The URL with any password (in the netloc or the query) replaced by ***."""
     try:
         parts = urlsplit(url)
+        password = parts.password
+        port = parts.port
     except ValueError:
         return "<unparsable store URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    base, sep, rest = url.partition("?")
+    if password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if port:
+            host = f"{host}:{port}"
+        base = urlunsplit(parts._replace(netloc=f"{user}:***@{host}", query="", fragment=""))
+    query, hash_sign, fragment = rest.partition("#")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(is_secret_param(k) for k, _ in pairs):
+        query = urlencode([(k, "***" if is_secret_param(k) else v) for k, v in pairs], safe="*")
+    return f"{base}{sep}{query}{hash_sign}{fragment}"
 
 
 def scheme_of(url: str) -> str:
@@ -55,3 +78,13 @@ def sqlite_path(url: str) -> Path:
     if not path:
         raise ConfigError(f"the SQLite URL {url!r} names no file")
     return Path(path)
+
+
+def parse_size(text: str, *, what: str) -> int:
+    """Bytes from ``4096``, ``512k``, ``10MB``, ``1g`` (powers of 1024)."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+)\s*([kmg]?)i?b?\s*", text.lower())
+    if match is None or int(match.group(1)) <= 0:
+        raise ConfigError(f"{what}={text!r} is not a size: use bytes, or a number with k, M or G")
+    return int(match.group(1)) * 1024 ** " kmg".index(match.group(2) or " ")

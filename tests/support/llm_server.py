@@ -4,7 +4,9 @@ Serves ``POST /v1/chat/completions`` and ``GET /v1/models`` from a standard
 library ``ThreadingHTTPServer`` in a daemon thread. Answers come from a queue of
 scripted replies, then from a responder function; latency, status codes,
 ``Retry-After`` headers and a server that refuses ``json_schema`` are all
-configurable, so the real ``openai`` client can be tested end to end.
+configurable, so the real ``openai`` client can be tested end to end. Hostile
+servers too: one that sends its answer a byte at a time (``dribble``), or a
+200 whose body is not a chat completion (``raw``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class Reply:
     delay: float = 0.0
     usage: dict[str, int] | None = None
     finish_reason: str = "stop"  # "length": the answer was cut off by the token limit
+    dribble: float = 0.0  # seconds between the bytes of the body (0: all at once)
+    raw: str | None = None  # sent as the body as it is, whatever the status
 
 
 def default_responder(request: dict[str, Any]) -> Reply:
@@ -56,6 +60,7 @@ class LLMServer:
         self.reject_json_schema = reject_json_schema
         self.echo_auth_in_errors = echo_auth_in_errors
         self.requests: list[dict[str, Any]] = []
+        self.hung_up = 0  # answers the client stopped reading before their end
         self.concurrency_peak = 0
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -101,6 +106,7 @@ class LLMServer:
                     self._send(400, error_body("invalid JSON body"))
                     return
                 request["_headers"] = {k.lower(): v for k, v in self.headers.items()}
+                request["_at"] = time.monotonic()
                 with server._lock:
                     server.requests.append(request)
                     server._in_flight += 1
@@ -130,6 +136,9 @@ class LLMServer:
                 if isinstance(reply, str):
                     reply = Reply(content=reply)
                 time.sleep(server.latency + reply.delay)
+                if reply.raw is not None:
+                    self._send(reply.status, reply.raw, reply.headers, dribble=reply.dribble)
+                    return
                 if reply.status != 200:
                     body = (
                         reply.body
@@ -167,9 +176,16 @@ class LLMServer:
                     ],
                     "usage": usage,
                 }
-                self._send(200, body, reply.headers)
+                self._send(200, body, reply.headers, dribble=reply.dribble)
 
-            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            def _send(
+                self,
+                status: int,
+                body: Any,
+                headers: dict[str, str] | None = None,
+                *,
+                dribble: float = 0.0,
+            ) -> None:
                 data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
                 try:
                     self.send_response(status)
@@ -178,9 +194,17 @@ class LLMServer:
                     for key, value in (headers or {}).items():
                         self.send_header(key, value)
                     self.end_headers()
-                    self.wfile.write(data)
+                    if not dribble:
+                        self.wfile.write(data)
+                        return
+                    self.wfile.flush()
+                    for i in range(len(data)):  # a byte at a time: every read sees progress
+                        time.sleep(dribble)
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a timeout test)
+                    with server._lock:  # the client gave up (a timeout test)
+                        server.hung_up += 1
 
         class Server(ThreadingHTTPServer):
             request_queue_size = 128  # the default 5 drops connects when many clients start at once

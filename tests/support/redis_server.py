@@ -27,9 +27,12 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server process on 127.0.0.1 that can be stopped and started on the same port."""
 
-    def __init__(self, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, password: str | None = None, *, aof: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.password = password
+        self.aof = aof  # append-only file, fsynced on every write: a kill loses nothing
         self.dir = tempfile.mkdtemp(prefix="orchestra-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -43,7 +46,11 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", self.dir]  # fmt: skip
+                "--dir", self.dir]  # fmt: skip
+        if self.aof:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
         if self.password:
             args += ["--requirepass", self.password]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -62,6 +69,13 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final save (what a crash or an OOM kill does)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
 
