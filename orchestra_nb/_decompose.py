@@ -8,10 +8,11 @@ follow-up message, a bounded number of times. Nothing is executed here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._errors import PlanError
+from ._errors import PlanError, ReplayMissError
 from ._plan import TaskGraph
 
 if TYPE_CHECKING:
@@ -120,7 +121,10 @@ async def decompose(
     last_answer = ""
     last_error: PlanError | None = None
     for _attempt in range(max_attempts):
-        completion = await model.complete(messages, schema=PLAN_SCHEMA)
+        try:
+            completion = await model.complete(messages, schema=PLAN_SCHEMA)
+        except ReplayMissError as exc:
+            raise _explain_miss(exc, described, getattr(model, "path", None)) from None
         last_answer = completion.text
         try:
             plan = completion.data if _is_plan(completion.data) else completion.text
@@ -144,6 +148,41 @@ async def decompose(
         f"no usable plan after {max_attempts} answer(s): {last_error}",
         ids=last_error.ids if last_error else (),
         answer=last_answer,
+    )
+
+
+_LISTED_FUNCTION = re.compile(r"^\s*- ([A-Za-z_][\w.]*):", re.MULTILINE)
+
+
+def functions_in_prompt(system: str) -> list[str]:
+    """The Python functions a planning prompt offered the model (names, sorted)."""
+    listed = system.partition('(set "function" to its name):')[2]
+    return sorted(set(_LISTED_FUNCTION.findall(listed)))
+
+
+def _explain_miss(
+    exc: ReplayMissError, functions: Mapping[str, str], path: object
+) -> ReplayMissError:
+    """A replayed plan that misses only because other functions are registered says so."""
+    system = [m["content"] for m in exc.recorded or () if m["role"] == "system"]
+    if not system:
+        return exc
+    recorded = functions_in_prompt(system[0])
+    if recorded == sorted(functions):
+        return exc
+    now = ", ".join(sorted(functions)) or "none"
+    missing = [name for name in recorded if name not in functions]
+    if missing == recorded:
+        hint = "register them with @orchestra_nb.task_function"
+    elif missing:
+        hint = f"register {', '.join(missing)} with @orchestra_nb.task_function"
+    else:
+        hint = "register the same functions, no more"
+    return ReplayMissError(
+        f"no recorded plan for this goal with the Python functions registered now ({now}): "
+        f"the recording{f' {path}' if path else ''} planned it with "
+        f"{', '.join(recorded) or 'none'} registered; {hint}",
+        recorded=exc.recorded,
     )
 
 

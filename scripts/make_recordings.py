@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+NOTE = "example answers written for the demo (scripts/demo_answers.py), not a model's output"
 RECORDED = {  # notebook -> its recording
     "01_quickstart.ipynb": "recordings/quickstart.json",
     "02_market_research.ipynb": "recordings/market_research.json",
@@ -57,6 +58,16 @@ def execute(name: str, env: dict[str, str]) -> None:
     print(f"executed {name}")
 
 
+def mark_as_examples(path: Path) -> None:
+    """Give a recording the note every report of a replayed run quotes."""
+    import json
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["note"] = NOTE
+    text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
 def main() -> None:
     from demo_answers import answer
 
@@ -87,6 +98,7 @@ def main() -> None:
                         "ORCHESTRA_MODEL": "demo-answers",
                     },
                 )
+                mark_as_examples(NOTEBOOKS / recording)
     for name in sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")):
         execute(name, offline)
 
