@@ -5,6 +5,10 @@ the result of the plan's final task when that is text (the usual case: a
 ``report`` or LLM task that compiles the others); otherwise one is assembled
 from every result. ``report.html`` is the same Markdown rendered (raw HTML in
 LLM answers escaped) with the plan drawn above it, so one file opens anywhere.
+
+When the LLM's answers were replayed from a recording (no model ran), both
+reports say so at the top, name the file, and call the token counts replayed:
+a reader must never mistake example answers for a model's work.
 """
 
 from __future__ import annotations
@@ -37,6 +41,40 @@ def final_report(run: Run) -> str:
     return assemble_report(everything, present, names=names, goal=run.graph.goal)
 
 
+def answers_source(run: Run) -> dict[str, str] | None:
+    """Where the run's LLM answers came from (``describe_llm``), or None if not known.
+
+    A run loaded from the store carries what its record says (``run.llm_source``);
+    a live run is asked for its LLM.
+    """
+    from .llm import describe_llm
+
+    stored = getattr(run, "llm_source", None)
+    if isinstance(stored, dict):
+        return {str(k): str(v) for k, v in stored.items()}
+    actions = getattr(run, "actions", None)
+    return describe_llm(getattr(actions, "llm_spec", None)) if actions is not None else None
+
+
+def replay_notice(run: Run) -> str | None:
+    """One Markdown paragraph saying the answers were replayed (None for a live model)."""
+    source = answers_source(run)
+    if not source or source.get("kind") not in ("replay", "record"):
+        return None
+    path = source.get("path", "a recording")
+    note = f" ({source['note']})" if source.get("note") else ""
+    if source["kind"] == "replay":
+        return (
+            f"**Replayed answers — no model ran.** The LLM's answers were replayed from "
+            f"`{path}`{note}; token counts are the recording's, replayed."
+        )
+    return (
+        f"**Partly replayed answers.** Answers recorded in `{path}`{note} were replayed "
+        f"(their token counts are the recording's); the others came from "
+        f"{source.get('model') or 'the model'} and were added to it."
+    )
+
+
 def export_run(run: Run, directory: str | Path) -> dict[str, Path]:
     """Write report.md, report.html, plan.svg and results/<task>.<ext>; return their paths."""
     from ._render import dot_available, render_svg
@@ -47,9 +85,12 @@ def export_run(run: Run, directory: str | Path) -> dict[str, Path]:
     for tid, value in run.results.items():
         written[f"results/{tid}"] = _write_result(out / "results" / tid, value)
     report = final_report(run)
+    notice = replay_notice(run)
+    if notice:
+        report = f"> {notice}\n\n{report}"
     (out / "report.md").write_text(report, encoding="utf-8")
     written["report.md"] = out / "report.md"
-    svg = render_svg(run.graph, run.status) if dot_available() else ""
+    svg = render_svg(run.graph, run.status, legend=True) if dot_available() else ""
     if svg:
         (out / "plan.svg").write_text(svg, encoding="utf-8")
         written["plan.svg"] = out / "plan.svg"
@@ -88,6 +129,8 @@ table { border-collapse: collapse; }
 td, th { border: 1px solid #d1d5db; padding: 0.2rem 0.6rem; }
 .plan { overflow-x: auto; border: 1px solid #e5e7eb; border-radius: 6px; padding: 0.5rem; }
 .meta { color: #6b7280; font-size: 0.9rem; }
+blockquote { margin: 1rem 0; padding: 0.5rem 1rem; border-left: 4px solid #d97706;
+             background: #fffbeb; }
 """
 
 
@@ -95,7 +138,10 @@ def _html(run: Run, report: str, svg: str) -> str:
     from ._markdown import markdown_html
 
     title = html.escape(run.graph.goal or "Report")
-    progress = html.escape(str(run.progress()))
+    progress = str(run.progress())
+    if replay_notice(run) and run.usage.total_tokens:
+        progress = progress.replace(" tokens", " replayed tokens")
+    progress = html.escape(progress)
     plan = ""
     if svg:
         encoded = base64.b64encode(svg.encode()).decode()
