@@ -6,7 +6,8 @@
    (``ORCHESTRA_DEMO_LLM=record:recordings/<name>.json``): the real ``openai``
    client asks the loopback server, and every answer is written to the file.
 3. Execute every notebook offline (replay, as ``make test`` and a reader do)
-   and save the outputs in place.
+   and save the outputs in place; the notebooks that need Redis get a private
+   ``redis-server`` through ``REDIS_URL``, as under ``make test``.
 
     python scripts/make_recordings.py              # all of it
     python scripts/make_recordings.py --outputs    # only step 3
@@ -77,6 +78,8 @@ def main() -> None:
     parser.add_argument("--outputs", action="store_true", help="only re-execute, offline")
     args = parser.parse_args()
 
+    from tests.support.redis_server import RedisServer
+
     offline = {"ORCHESTRA_DEMO_LLM": "", "OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
     if not args.outputs:
 
@@ -99,8 +102,12 @@ def main() -> None:
                     },
                 )
                 mark_as_examples(NOTEBOOKS / recording)
-    for name in sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")):
-        execute(name, offline)
+    redis = RedisServer().start()
+    try:
+        for name in sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")):
+            execute(name, {**offline, "REDIS_URL": redis.url})
+    finally:
+        redis.close()
 
 
 if __name__ == "__main__":
