@@ -62,16 +62,16 @@ def replay_notice(run: Run) -> str | None:
     if not source or source.get("kind") not in ("replay", "record"):
         return None
     path = source.get("path", "a recording")
-    note = f" ({source['note']})" if source.get("note") else ""
+    note = f": {source['note'].rstrip('.')}" if source.get("note") else ""
     if source["kind"] == "replay":
         return (
             f"**Replayed answers — no model ran.** The LLM's answers were replayed from "
-            f"`{path}`{note}; token counts are the recording's, replayed."
+            f"`{path}`{note}. Token counts are the recording's, replayed."
         )
     return (
-        f"**Partly replayed answers.** Answers recorded in `{path}`{note} were replayed "
-        f"(their token counts are the recording's); the others came from "
-        f"{source.get('model') or 'the model'} and were added to it."
+        f"**Partly replayed answers.** Answers recorded in `{path}` were replayed{note}; "
+        f"their token counts are the recording's. The others came from "
+        f"{source.get('model') or 'the model'} and were added to the recording."
     )
 
 

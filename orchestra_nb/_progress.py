@@ -8,7 +8,7 @@ interrupted do not advance it: a run stopped after 2 of 8 tasks ends the bar at
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from ._text import printable
 
@@ -30,22 +30,32 @@ class ProgressBar:
     def __init__(
         self, run: Run, *, file: IO[str] | None = None, tokens_label: str = "tokens"
     ) -> None:
-        from tqdm import tqdm
-
         self.run = run
+        self.file = file
         self.tokens_label = tokens_label  # "replayed tokens" when no model ran
         self.counts = dict.fromkeys((*sorted(ENDED), "cancelled"), 0)
+        self.bar: Any = None  # drawn once the run has started: a run that cannot start
+        # (an unreachable store, a lease held elsewhere) ends with its error alone
+        self._unsubscribe = run.subscribe(self._on_event)
+
+    def _draw(self) -> None:
+        from tqdm import tqdm
+
         self.bar = tqdm(
-            total=len(run.status),
-            desc=f"run {printable(run.id, one_line=True)}",
+            total=len(self.run.status),
+            desc=f"run {printable(self.run.id, one_line=True)}",
             unit="task",
             leave=True,
-            file=file,
+            file=self.file,
         )
-        self._unsubscribe = run.subscribe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
         kind = event.kind
+        if kind == "run_started":
+            self._draw()
+            return
+        if self.bar is None:
+            return
         if kind in self.counts:
             self.counts[kind] += 1
         elif kind == "run_finished":
@@ -75,4 +85,5 @@ class ProgressBar:
     def close(self) -> None:
         """Draw the last counts and stop following the run (safe to call twice)."""
         self._unsubscribe()
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

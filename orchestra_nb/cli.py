@@ -531,9 +531,14 @@ async def _follow(session: _Session, run: Run) -> int:
     try:
         await run
     except StoreUnavailableError as exc:
+        reason = str(exc).split("; ")[0]
+        if not any(s in ("done", "cached") for s in run.status.values()):
+            raise UsageError(reason) from None  # nothing ran: the store was never there
+        lost = len(run.pending_writes)
         raise UsageError(
-            f"{exc.args[0].split(';')[0]}; the run stopped and results computed since are lost "
-            f"with this process — when the store is back: {_resume_command(session)}"
+            f"{reason}; the run stopped"
+            + (f" and {lost} result(s) computed since are lost with this process" if lost else "")
+            + f" — when the store is back: {_resume_command(session)}"
         ) from None
     return _finish(session, session.args.out)
 

@@ -67,7 +67,7 @@ def test_the_main_job_offline(tmp_path):
     assert notice.startswith("> **Replayed answers — no model ran.**")
     assert f"`{RECORDING}`" in notice
     assert "example answers written for the demo" in notice  # the recording's own note
-    assert "token counts are the recording's, replayed" in notice
+    assert "Token counts are the recording's, replayed." in notice
     assert body.startswith("# Solid-state batteries for EV makers")
     assert body.count("data:image/png;base64,") == 2
     html = (out / "report.html").read_text()
@@ -297,6 +297,11 @@ BAD_INPUTS = [
     (["run", "report.json", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     (["run", "report.json", "--out", "afile"], "--out afile: exists and is not a folder"),
     (["run", "report.json", "--store", "ftp://x"], "unsupported store URL 'ftp://x'"),
+    (
+        ["run", "report.json", "--store", "redis://:pw@127.0.0.1:1/0"],
+        "cannot reach Redis at redis://:***@127.0.0.1:1/0",
+    ),
+    (["runs", "--store", "redis://127.0.0.1:1/0"], "cannot reach Redis at redis://127.0.0.1:1/0"),
     (["render", "report.json", "-o", "."], "-o .: is a directory; name a file"),
     (["runs", "--limit", "-1"], "argument --limit: must be at least 1, not -1"),
     (["runs", "--limit", "0"], "argument --limit: must be at least 1, not 0"),
