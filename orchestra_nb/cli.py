@@ -597,7 +597,8 @@ def _finish(session: _Session, out: Path | None) -> int:
     _say(_summary(run, session.replayed))
     for tid, error in run.errors.items():
         if run.status.get(tid) == "failed":
-            _say(f"  failed {printable(tid, one_line=True)}: {printable(error, one_line=True)}")
+            reason = printable(cli_hint(error), one_line=True)
+            _say(f"  failed {printable(tid, one_line=True)}: {reason}")
     if out is not None:
         _print_written(export_run(run, out))
     if not run.ok:

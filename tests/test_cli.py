@@ -359,6 +359,17 @@ def test_a_truncated_plan_file_is_refused(bad_input_dir):
     _assert_one_line_error(result, "plan file truncated.json: ")
 
 
+def test_a_task_error_hints_in_flag_syntax(bad_input_dir):
+    recording = bad_input_dir / "empty-recording.json"
+    recording.write_text('{"entries": []}')
+    result = cli(
+        "run", "llm.json", "--llm", f"replay:{recording}", "--store", "memory://", cwd=bad_input_dir
+    )
+    assert result.returncode == 1
+    assert f"record it with --llm record:{recording} and a configured model" in result.stdout
+    assert "llm='" not in result.stdout + result.stderr
+
+
 def test_debug_shows_the_traceback(bad_input_dir):
     result = cli("--debug", "render", "cycle.json", cwd=bad_input_dir)
     assert result.returncode == 2
