@@ -131,6 +131,10 @@ def drive(page, lab) -> None:
 
     # press Run: the edited task and its descendant run, the rest comes from the cache
     page.click("[data-testid=run]")
+    # the previous run's statuses already satisfy the waits below: first see the new run start
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=progress]').textContent.includes('9/9 done')"
+    )
     wait_until_every_node(page, ("done", "cached"), 9)
     page.wait_for_function(
         "() => document.querySelector('[data-testid=progress]').textContent.includes('9/9 done')"
