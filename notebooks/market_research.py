@@ -80,20 +80,40 @@ def competitor_chart(inputs: dict[str, Any]) -> onb.Image:
     """Plot competitors by energy density and cost, sized by pilot capacity (PNG)."""
     rows = _data(inputs)["competitors"]
     fig, ax = _figure()
+
+    def area(gwh: float) -> float:  # bubble area in points², proportional to capacity
+        return 150 * gwh
+
     for r in rows:
         ax.scatter(
             r["cost_usd_kwh"],
             r["energy_density_wh_kg"],
-            s=120 * r["pilot_capacity_gwh"] + 30,
+            s=area(r["pilot_capacity_gwh"]),
             alpha=0.6,
         )
         ax.annotate(
             r["company"],
             (r["cost_usd_kwh"], r["energy_density_wh_kg"]),
             textcoords="offset points",
-            xytext=(6, 4),
+            xytext=(7, 5),
             fontsize=8,
         )
+    # room around the outermost bubbles, so no label reaches the frame
+    ax.margins(x=0.18, y=0.16)
+    sizes = [0.5, 1.0, 2.0]
+    handles = [ax.scatter([], [], s=area(g), color="#9ca3af", alpha=0.6) for g in sizes]
+    ax.legend(
+        handles,
+        [f"{g:g} GWh" for g in sizes],
+        title="pilot capacity",
+        title_fontsize=8,
+        fontsize=8,
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+        frameon=False,
+        labelspacing=1.3,
+        borderpad=1.0,
+    )
     ax.set_xlabel("cell cost, USD/kWh (lower is better)")
     ax.set_ylabel("energy density, Wh/kg")
     ax.set_title("Who leads on density and cost (illustrative)")

@@ -329,6 +329,15 @@ class Actions:
         """What to pass to a later run to get the same LLM."""
         return self._llm if self._llm is not None else self._llm_spec
 
+    def llm_source(self) -> dict[str, str] | None:
+        """Where LLM answers come from (replayed, recorded, a live model), no secrets;
+        None when no task asks an LLM here."""
+        if self.runner is not None or (self._llm_spec is None and self._llm is None):
+            return None
+        from .llm import describe_llm
+
+        return describe_llm(self.llm_spec)
+
     def has_llm(self) -> bool:
         """Whether an LLM is configured (given, or found in the environment)."""
         if self._llm is not None or self._llm_spec is not None:

@@ -20,6 +20,10 @@ A run may come from a shared store, so nothing in it names a file by itself:
 * files are written to a temporary name and renamed into place, so a symlink
   planted where a result goes is replaced, never followed (and a ``results``
   folder that links elsewhere is refused).
+
+When the LLM's answers were replayed from a recording (no model ran), both
+reports say so at the top, name the file, and call the token counts replayed:
+a reader must never mistake example answers for a model's work.
 """
 
 from __future__ import annotations
@@ -63,6 +67,33 @@ def final_report(run: Run) -> str:
     return assemble_report(everything, present, names=names, goal=run.graph.goal)
 
 
+def answers_source(run: Run) -> dict[str, str] | None:
+    """Where the run's LLM answers came from (``describe_llm``), or None if not known.
+
+    A live run asks its LLM; a run loaded from the store carries what its record says.
+    """
+    return run.llm_source
+
+
+def replay_notice(run: Run) -> str | None:
+    """One Markdown paragraph saying the answers were replayed (None for a live model)."""
+    source = answers_source(run)
+    if not source or source.get("kind") not in ("replay", "record"):
+        return None
+    path = source.get("path", "a recording")
+    note = f": {source['note'].rstrip('.')}" if source.get("note") else ""
+    if source["kind"] == "replay":
+        return (
+            f"**Replayed answers — no model ran.** The LLM's answers were replayed from "
+            f"`{path}`{note}. Token counts are the recording's, replayed."
+        )
+    return (
+        f"**Partly replayed answers.** Answers recorded in `{path}` were replayed{note}; "
+        f"their token counts are the recording's. The others came from "
+        f"{source.get('model') or 'the model'} and were added to the recording."
+    )
+
+
 def export_run(run: Run, directory: str | Path) -> dict[str, Path]:
     """Write report.md, report.html, plan.svg and results/<task>.<ext>; return their paths.
 
@@ -98,8 +129,13 @@ def export_run(run: Run, directory: str | Path) -> dict[str, Path]:
         written[f"results/{tid}"] = path
     report = final_report(run)
     _write_atomic(out / "report.md", _text(report))
+
+    notice = replay_notice(run)
+    if notice:
+        report = f"> {notice}\n\n{report}"
+    (out / "report.md").write_text(report, encoding="utf-8")
     written["report.md"] = out / "report.md"
-    svg = render_svg(run.graph, run.status) if dot_available() else ""
+    svg = render_svg(run.graph, run.status, legend=True) if dot_available() else ""
     if svg:
         _write_atomic(out / "plan.svg", _text(svg))
         written["plan.svg"] = out / "plan.svg"
@@ -174,6 +210,8 @@ table { border-collapse: collapse; }
 td, th { border: 1px solid #d1d5db; padding: 0.2rem 0.6rem; }
 .plan { overflow-x: auto; border: 1px solid #e5e7eb; border-radius: 6px; padding: 0.5rem; }
 .meta { color: #6b7280; font-size: 0.9rem; }
+blockquote { margin: 1rem 0; padding: 0.5rem 1rem; border-left: 4px solid #d97706;
+             background: #fffbeb; }
 """
 
 
@@ -181,7 +219,10 @@ def _html(run: Run, report: str, svg: str) -> str:
     from ._markdown import markdown_html
 
     title = html.escape(run.graph.goal or "Report")
-    progress = html.escape(str(run.progress()))
+    progress = str(run.progress())
+    if replay_notice(run) and run.usage.total_tokens:
+        progress = progress.replace(" tokens", " replayed tokens")
+    progress = html.escape(progress)
     plan = ""
     if svg:
         encoded = base64.b64encode(svg.encode()).decode()

@@ -6,7 +6,12 @@ layout ``dot`` computes is the same for every status map — the widget lays a
 graph out once and recolours it by CSS class, using the ``node-<id>`` and
 ``edge-<dep>-<id>`` element ids written into the SVG. Everything user-written
 is escaped: names, descriptions and ids render literally and cannot inject DOT
-or markup.
+or markup, and control characters show as ``\u001b``-style escapes.
+
+``legend=True`` adds a key beside the plan — status colours, kind shapes, the
+critical path — for files read without the widget (``plan.svg`` of a report).
+Its elements carry ``legend-*`` ids and no ``task`` class, so nothing that
+looks for tasks in the SVG finds them.
 """
 
 from __future__ import annotations
@@ -66,8 +71,12 @@ def to_graphviz(
     highlight_critical_path: bool = True,
     rankdir: str = "LR",
     max_label: int = 40,
+    legend: bool = False,
 ) -> graphviz.Digraph:
-    """The plan as a ``graphviz.Digraph``: colour by status, shape by kind, critical path bold."""
+    """The plan as a ``graphviz.Digraph``: colour by status, shape by kind, critical path bold.
+
+    ``legend=True`` adds the key to those colours and shapes (see the module docstring).
+    """
     import graphviz
 
     statuses = statuses or {}
@@ -123,7 +132,70 @@ def to_graphviz(
             attrs.update(_CRITICAL)
             attrs["class"] = "dep critical"
         dot.edge(dep, tid, **attrs)
+    if legend:
+        _add_legend(dot, graph, statuses, highlight_critical_path and len(graph) > 1)
     return dot
+
+
+#: The statuses the legend explains, in the order a run goes through them.
+LEGEND_STATUSES = ("pending", "running", "done", "cached", "failed", "skipped", "cancelled")
+_KIND_WORDS = {"llm": "LLM step", "python": "Python function", "report": "report"}
+
+
+def _add_legend(
+    dot: graphviz.Digraph, graph: TaskGraph, statuses: Mapping[str, str], critical: bool
+) -> None:
+    """A boxed key to the right of the plan: status colours, kind shapes, the critical path.
+
+    The usual statuses are always listed, so a plan that has not run yet still
+    says what the colours will mean; the kinds are those the plan uses.
+    """
+    import graphviz
+
+    used = set(statuses.values())
+    shown = [s for s in LEGEND_STATUSES if s in used or s in ("pending", "running", "done",
+                                                               "failed")]  # fmt: skip
+    cells = "".join(
+        f'<TR><TD BGCOLOR="{STATUS_STYLE[s]["fillcolor"]}" COLOR="{STATUS_STYLE[s]["color"]}" '
+        f'BORDER="1" STYLE="rounded"><FONT COLOR="{STATUS_STYLE[s]["fontcolor"]}">{s}</FONT>'
+        "</TD></TR>"
+        for s in shown
+    )
+    kinds = [k for k in KIND_SHAPE if k in {t.kind for t in graph.tasks.values()}] or ["llm"]
+
+    box = graphviz.Digraph(name="cluster_legend")
+    box.attr(label="Legend", fontname="Helvetica", fontsize="10", color="#d4d4d8",
+             style="rounded", margin="8", id="legend")  # fmt: skip
+    box.attr("node", fontname="Helvetica", fontsize="9", height="0.25", margin="0.06,0.03",
+             **{"class": "legend"})  # fmt: skip
+    column = ["legend-status"]
+    box.node(
+        "legend-status",
+        id="legend-status",
+        shape="plaintext",
+        label=f'<<TABLE BORDER="0" CELLSPACING="3" CELLPADDING="2">{cells}</TABLE>>',
+    )
+    for kind in kinds:
+        name = f"legend-kind-{kind}"
+        box.node(name, label=_KIND_WORDS.get(kind, kind), shape=KIND_SHAPE[kind], id=name,
+                 style="filled" + (",rounded" if KIND_SHAPE[kind] == "box" else ""),
+                 fillcolor="#ffffff", color="#71717a")  # fmt: skip
+        column.append(name)
+    if critical:  # a bold edge from the label to a dot in the next rank
+        box.node("legend-critical", label="critical path", id="legend-critical", shape="plaintext")
+        box.node("legend-critical-end", label="", id="legend-critical-end", shape="point",
+                 width="0.06", color=_CRITICAL["color"])  # fmt: skip
+        box.edge("legend-critical", "legend-critical-end", **{"class": "legend"}, **_CRITICAL)
+        column.append("legend-critical")
+    with box.subgraph() as same:  # one column...
+        same.attr(rank="same")
+        for name in column:
+            same.node(name)
+    for upper, lower in itertools.pairwise(reversed(column)):  # ...in this order, top down
+        box.edge(upper, lower, style="invis")
+    dot.subgraph(box)
+    for sink in graph.sinks():  # ...one rank to the right of the plan
+        dot.edge(sink, column[0], style="invis")
 
 
 def _css(text: str) -> str:

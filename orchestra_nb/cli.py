@@ -1,8 +1,22 @@
 """The ``orchestra-nb`` command: plan a goal, draw a plan, run it, resume it, write its report.
 
-Each subcommand is a thin wrapper over the library; user errors print one line
-on stderr and exit with status 2, never a traceback. ``run`` exits 1 when some
-task failed.
+Each subcommand is a thin wrapper over the library. What a user can get wrong —
+a missing, unreadable, empty or broken file, a directory where a file belongs, a
+bad flag or value, an unknown run or store — ends with ONE line on stderr and a
+non-zero exit status, never a traceback (``--debug`` shows it):
+
+====  ==========================================================================
+0     done (``run``/``resume``: every task finished)
+1     ``run``/``resume``: some task failed; or an internal error (a bug: one line,
+      ``--debug`` for the traceback)
+2     bad input or configuration, unknown run, unreachable store
+130   interrupted (Ctrl-C): the run's honest counts and the command to resume it
+====  ==========================================================================
+
+Read-only commands (``runs``, ``report``, ``render --run``) never create a store.
+Everything printed passes a filter that shows control characters as ``\\u001b``
+escapes: goals, task ids and error texts come from LLM answers and shared
+stores, and must not be able to drive the terminal.
 """
 
 from __future__ import annotations
@@ -11,68 +25,192 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
-from ._errors import ConfigError, OrchestraError
+from ._errors import OrchestraError, PlanError, StoreUnavailableError
+from ._text import printable, terminal_safe
+
+if TYPE_CHECKING:
+    from ._plan import TaskGraph
+    from .engine import Run
+
+PROG = "orchestra-nb"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="orchestra-nb",
-        description="Plan a goal into a task graph with an LLM, run it, cache every result.",
+class UsageError(Exception):
+    """Bad command-line input; its message is the whole (one-line) explanation."""
+
+
+# --- the parser --------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse prints usage + error: we want one line
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" only where there is a default worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if default is None or default is False or default == [] or not action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, not {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("orchestra-nb")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        from . import __version__
+
+        return __version__
+
+
+def _parser() -> _Parser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,  # so a subcommand does not reset the top-level flag
+        help="show the full traceback of an error",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(
+        prog=PROG,
+        description="Plan a goal into a task graph with an LLM, run it, cache every result.",
+        epilog=f"'{PROG} COMMAND --help' shows a command's options.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    plan = sub.add_parser("plan", help="ask the LLM to break GOAL into a plan; print its JSON")
+    def command(name: str, text: str) -> _Parser:
+        return sub.add_parser(
+            name, help=text, description=text, parents=[common], formatter_class=_Formatter
+        )
+
+    plan = command("plan", "ask the LLM to break GOAL into a plan; print its JSON")
     plan.add_argument("goal", help="what the plan should achieve")
     _llm_options(plan)
     _function_options(plan)
-    plan.add_argument("--max-tasks", type=int, default=12, help="most subtasks allowed")
-    plan.add_argument("--attempts", type=int, default=3, help="answers to try before giving up")
+    plan.add_argument(
+        "--max-tasks", metavar="N", type=_at_least(1), default=12, help="most subtasks allowed"
+    )
+    plan.add_argument(
+        "--attempts",
+        metavar="N",
+        type=_at_least(1),
+        default=3,
+        help="answers to try before giving up",
+    )
     plan.add_argument("-o", "--output", type=Path, help="write the plan here instead of stdout")
 
-    render = sub.add_parser("render", help="draw a plan (or a recorded run) as SVG")
+    render = command("render", "draw a plan (or a recorded run) as SVG")
     render.add_argument("plan", nargs="?", type=Path, help="a plan JSON file")
     render.add_argument("--run", dest="run_id", help="draw this recorded run, coloured by status")
-    render.add_argument("--store", help="store URL holding the run")
+    _store_option(render, "the store holding the run")
+    render.add_argument(
+        "--legend",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw a key to the colours and shapes beside the plan",
+    )
     render.add_argument("-o", "--output", type=Path, help="SVG file to write (default: stdout)")
 
-    run = sub.add_parser("run", help="run a plan (or plan GOAL first), with a progress bar")
+    run = command("run", "run a plan (or plan GOAL first), with a progress bar")
     run.add_argument("plan", nargs="?", type=Path, help="a plan JSON file")
     run.add_argument("--goal", help="plan this goal with the LLM first, then run it")
     _llm_options(run)
     _function_options(run)
     _run_options(run)
-    run.add_argument("--max-tasks", type=int, default=12, help="most subtasks when planning")
+    run.add_argument(
+        "--max-tasks",
+        metavar="N",
+        type=_at_least(1),
+        default=12,
+        help="most subtasks when planning",
+    )
     run.add_argument("--run-id", help="id for the run (default: time-based)")
     run.add_argument("--no-cache", action="store_true", help="recompute every task")
 
-    resume = sub.add_parser("resume", help="finish a recorded run that was interrupted")
-    resume.add_argument("run_id")
+    resume = command("resume", "finish a recorded run that was interrupted")
+    resume.add_argument("run_id", help="the run's id (see: orchestra-nb runs)")
     _llm_options(resume)
     _function_options(resume)
-    resume.add_argument("--store", help="store URL holding the run")
-    resume.add_argument("--out", type=Path, help="write the report and results to this folder")
+    _store_option(resume, "the store holding the run")
+    resume.add_argument(
+        "--max-workers",
+        metavar="N",
+        type=_at_least(1),
+        help="tasks running at once (default: as recorded)",
+    )
+    resume.add_argument(
+        "--out", metavar="DIR", type=Path, help="write the report and results to this folder"
+    )
 
-    report = sub.add_parser("report", help="write a recorded run's report, results and plan")
-    report.add_argument("run_id")
-    report.add_argument("--store", help="store URL holding the run")
-    report.add_argument("-o", "--out", type=Path, default=Path("report"), help="folder to write")
+    report = command("report", "write a recorded run's report, results and plan")
+    report.add_argument("run_id", help="the run's id (see: orchestra-nb runs)")
+    _store_option(report, "the store holding the run")
+    report.add_argument(
+        "-o", "--out", metavar="DIR", type=Path, default=Path("report"), help="folder to write"
+    )
 
-    runs = sub.add_parser("runs", help="list recorded runs, newest first")
-    runs.add_argument("--store", help="store URL")
-    runs.add_argument("--limit", type=int, default=20)
+    runs = command("runs", "list recorded runs, newest first")
+    _store_option(runs, "the store to list")
+    runs.add_argument(
+        "--limit", metavar="N", type=_at_least(1), default=20, help="most runs to list"
+    )
     return parser
+
+
+def _store_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help=f"{what}: sqlite:///FILE.db, redis://HOST:6379/0 or memory:// "
+        "(default: ORCHESTRA_STORE or sqlite:///.orchestra/results.db)",
+    )
 
 
 def _llm_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--llm",
-        help="replay:PATH (offline recordings), record:PATH, openai[:MODEL], ollama:MODEL; "
-        "default: OPENAI_API_KEY / OPENAI_BASE_URL from the environment",
+        metavar="SPEC",
+        help="replay:PATH (answers from a recording, offline), record:PATH (replay, and ask the "
+        "model for what the recording lacks), openai[:MODEL], ollama:MODEL "
+        "(default: OPENAI_API_KEY / OPENAI_BASE_URL from the environment)",
     )
     parser.add_argument("--model", help="model name (default: ORCHESTRA_MODEL or gpt-4o-mini)")
 
@@ -89,14 +227,177 @@ def _function_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
+    _store_option(parser, "where results are cached and the run recorded")
     parser.add_argument(
-        "--store", help="result store URL (default: sqlite:///.orchestra/results.db)"
+        "--max-workers", metavar="N", type=_at_least(1), default=5, help="tasks running at once"
     )
-    parser.add_argument("--max-workers", type=int, default=5, help="tasks running at once")
-    parser.add_argument("--mode", choices=("pipeline", "parallel", "dag"), default="dag")
-    parser.add_argument("--retries", type=int, default=0, help="extra attempts per failing task")
-    parser.add_argument("--timeout", type=float, help="seconds a task may take")
-    parser.add_argument("--out", type=Path, help="write the report and results to this folder")
+    parser.add_argument(
+        "--mode",
+        choices=("pipeline", "parallel", "dag"),
+        default="dag",
+        help="dag: each task starts when its dependencies are done, up to --max-workers at "
+        "once; pipeline: one task at a time in dependency order; parallel: all at once, "
+        "for plans without dependencies",
+    )
+    parser.add_argument(
+        "--retries",
+        metavar="N",
+        type=_at_least(0),
+        default=0,
+        help="extra attempts per failing task",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        help="seconds a task may take (default: no limit)",
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", type=Path, help="write the report and results to this folder"
+    )
+
+
+# --- reading what the user named ---------------------------------------------------------------
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A file's text, or a UsageError saying in one line why it cannot be had."""
+    if not path.exists():
+        raise UsageError(f"{what} {path}: no such file")
+    if path.is_dir():
+        raise UsageError(f"{what} {path}: is a directory, not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} {path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _read_plan(path: Path) -> TaskGraph:
+    from ._plan import TaskGraph
+
+    text = _read_text(path, "plan file")
+    if not text.strip():
+        raise UsageError(f"plan file {path}: the file is empty (a plan is JSON: "
+                         '{"subtasks": [{"id": ..., "dependencies": [...]}, ...]})')  # fmt: skip
+    try:
+        return TaskGraph.from_plan(text)
+    except PlanError as exc:  # the parser speaks of LLM answers; this one is a file
+        message = re.sub(r"^the answer\b", "the file", str(exc))
+        raise UsageError(f"plan file {path}: {message}") from None
+    except RecursionError:
+        raise UsageError(f"plan file {path}: nested too deeply to be a plan") from None
+
+
+def _load_functions(files: Sequence[Path]) -> dict[str, str]:
+    """Import each file so its @task_function decorators register; name -> first doc line."""
+    from ._actions import registered_functions
+
+    for file in files:
+        _read_text(file, "--functions")  # exists, is a file, readable
+        spec = importlib.util.spec_from_file_location(f"_orchestra_functions_{file.stem}", file)
+        if spec is None or spec.loader is None:
+            raise UsageError(f"--functions {file}: not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        sys.path.insert(0, str(file.parent.resolve()))
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # the user's code: say where it broke, in one line
+            raise UsageError(f"--functions {file}: {_describe(exc)}") from exc
+    return {name: entry.summary for name, entry in registered_functions().items()}
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _existing_store(url: str | None, *, listing: bool = False) -> str:
+    """The store URL for a command that only reads: a SQLite file must already exist.
+
+    Opening a SQLite store creates its file; a command that only looks must not
+    leave one behind (``runs`` in an empty folder used to create
+    ``.orchestra/results.db``).
+    """
+    from .store import default_url, scheme_of, sqlite_path
+
+    chosen = url or default_url()
+    if scheme_of(chosen) == "sqlite":
+        path = sqlite_path(chosen)
+        if not path.exists():
+            if listing and url is None:
+                raise _NothingYet(f"no runs yet: {path} does not exist (nothing has run here)")
+            hint = "" if url else " (pass --store with the URL the run used)"
+            raise UsageError(f"no store at {path}: no run was recorded there{hint}")
+        _check_sqlite_file(chosen, path)
+    return chosen
+
+
+def _check_sqlite_file(url: str, path: Path) -> None:
+    """Refuse a path that is not a SQLite database before SQLite opens it: SQLite
+    silently turns a file shorter than its header into a new database."""
+    from .store import redact
+
+    if path.is_dir():
+        raise UsageError(f"store {redact(url)}: {path} is a directory, not a database")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise UsageError(f"store {redact(url)}: cannot read {path} ({exc.strerror})") from None
+    if header != _SQLITE_HEADER:
+        raise UsageError(f"store {redact(url)}: {path} is not a SQLite database")
+
+
+def _writable_store(url: str | None) -> str | None:
+    """The store URL for ``run``: a SQLite file may be new, but must be a database if not."""
+    from .store import default_url, scheme_of, sqlite_path
+
+    chosen = url or default_url()
+    if scheme_of(chosen) == "sqlite":
+        _check_sqlite_file(chosen, sqlite_path(chosen))
+    return url
+
+
+class _NothingYet(Exception):
+    """Not an error: there is simply nothing to show (exit status 0)."""
+
+
+def _check_goal(goal: str) -> None:
+    if not goal.strip():
+        raise UsageError("the goal is empty: say what the plan should achieve")
+
+
+def _check_output_folder(out: Path | None) -> None:
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+
+
+def _write_output(path: Path, text: str) -> None:
+    if path.is_dir():
+        raise UsageError(f"-o {path}: is a directory; name a file")
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"-o {path}: cannot write it ({exc.strerror or exc})") from None
+
+
+# --- the commands ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Session:
+    """What an interrupted command needs to say what happened."""
+
+    args: argparse.Namespace
+    run: Run | None = None
+    planning: bool = False
+    replayed: bool = False
+    bars: list[Any] = field(default_factory=list)
 
 
 def _make_llm(args: argparse.Namespace) -> Any:
@@ -105,26 +406,18 @@ def _make_llm(args: argparse.Namespace) -> Any:
     return llm_from_spec(args.llm, model=args.model)
 
 
-def _load_functions(files: Sequence[Path]) -> dict[str, str]:
-    """Import each file so its @task_function decorators register; name -> first doc line."""
-    from ._actions import registered_functions
+def _is_replay(llm: Any) -> bool:
+    from .llm import describe_llm
 
-    for file in files:
-        if not file.is_file():
-            raise ConfigError(f"--functions {file}: no such file")
-        spec = importlib.util.spec_from_file_location(f"_orchestra_functions_{file.stem}", file)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        sys.path.insert(0, str(file.parent.resolve()))
-        spec.loader.exec_module(module)
-    return {name: entry.summary for name, entry in registered_functions().items()}
+    source = describe_llm(llm)
+    return bool(source) and source.get("kind") == "replay"
 
 
-async def _plan(args: argparse.Namespace) -> int:
+async def _plan(session: _Session) -> int:
     from ._decompose import decompose
 
+    args = session.args
+    _check_goal(args.goal)
     functions = _load_functions(args.functions)
     graph = await decompose(
         args.goal,
@@ -134,120 +427,234 @@ async def _plan(args: argparse.Namespace) -> int:
         functions=functions or None,
     )
     if args.output:
-        graph.save(args.output)
-        print(f"wrote {len(graph)} tasks to {args.output}", file=sys.stderr)
+        _write_output(args.output, graph.to_json() + "\n")
+        _say(f"wrote {len(graph)} tasks to {args.output}", sys.stderr)
     else:
-        print(json.dumps(graph.to_plan(), indent=2, ensure_ascii=False))
+        _say(json.dumps(graph.to_plan(), indent=2, ensure_ascii=False))
     return 0
 
 
-async def _render(args: argparse.Namespace) -> int:
-    from ._plan import TaskGraph
+async def _render(session: _Session) -> int:
     from ._render import render_svg
     from .engine import rollback
 
+    args = session.args
+    if args.run_id and args.plan:
+        raise UsageError("render draws a plan file or --run RUN_ID, not both")
     if args.run_id:
-        old = await rollback(args.run_id, store=args.store)
-        svg = render_svg(old.graph, old.status)
+        old = await rollback(args.run_id, store=_existing_store(args.store))
+        svg = render_svg(old.graph, old.status, legend=args.legend)
     elif args.plan:
-        svg = render_svg(TaskGraph.load(args.plan))
+        svg = render_svg(_read_plan(args.plan), legend=args.legend)
     else:
-        raise ConfigError("render needs a plan file or --run RUN_ID")
+        raise UsageError("render needs a plan file or --run RUN_ID")
     if args.output:
-        args.output.write_text(svg, encoding="utf-8")
-        print(f"wrote {args.output}", file=sys.stderr)
+        _write_output(args.output, svg)
+        _say(f"wrote {args.output}", sys.stderr)
     else:
         sys.stdout.write(svg)
     return 0
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(session: _Session) -> int:
     from ._decompose import decompose
-    from ._plan import TaskGraph
     from .engine import start
 
+    args = session.args
+    if args.plan and args.goal:
+        raise UsageError("give a plan file or --goal, not both")
+    if not args.plan and args.goal is None:
+        raise UsageError("run needs a plan file or --goal GOAL")
+    _check_output_folder(args.out)
+    if args.goal is not None:
+        _check_goal(args.goal)
+    graph = _read_plan(args.plan) if args.plan else None
     functions = _load_functions(args.functions)
     llm = None
-    if args.plan and args.goal:
-        raise ConfigError("give a plan file or --goal, not both")
-    if args.plan:
-        graph = TaskGraph.load(args.plan)
+    if graph is not None:
         if any(t.kind == "llm" for t in graph.tasks.values()):
             llm = _make_llm(args)
-    elif args.goal:
+    else:
         llm = _make_llm(args)
-        print(f"planning: {args.goal}", file=sys.stderr)
+        if sys.stderr.isatty():  # a live model may take a while: say what is going on
+            _say(f"planning: {printable(args.goal, one_line=True)}", sys.stderr)
+        session.planning = True
         graph = await decompose(
             args.goal, llm=llm, max_tasks=args.max_tasks, functions=functions or None
         )
-        print(f"planned {len(graph)} tasks", file=sys.stderr)
-    else:
-        raise ConfigError("run needs a plan file or --goal GOAL")
-    run = await start(
+        session.planning = False
+        _say(f"planned {len(graph)} tasks", sys.stderr)
+    session.replayed = _is_replay(llm)
+    run = start(
         graph,
         llm=llm,
-        store=args.store,
+        store=_writable_store(args.store),
         max_workers=args.max_workers,
         mode=args.mode,
         retries=args.retries,
         timeout=args.timeout,
         refresh=args.no_cache,
         run_id=args.run_id,
-        progress=True,
+        progress=False,  # ours counts honestly when interrupted (see _progress.py)
     )
-    return _finish(run, args.out)
+    return await _follow(session, run)
 
 
-async def _resume(args: argparse.Namespace) -> int:
-    from .engine import resume
+async def _resume(session: _Session) -> int:
+    from .engine import start_resume
 
+    args = session.args
+    _check_output_folder(args.out)
+    store = _existing_store(args.store)
     _load_functions(args.functions)
-    llm = _make_llm(args) if args.llm else None
-    options: dict[str, Any] = {"progress": True}
-    if llm is not None:
-        options["llm"] = llm
-    run = await resume(args.run_id, store=args.store, **options)
-    return _finish(run, args.out)
+    options: dict[str, Any] = {"progress": False}
+    if args.llm:
+        options["llm"] = _make_llm(args)
+        session.replayed = _is_replay(options["llm"])
+    if args.max_workers is not None:
+        options["max_workers"] = args.max_workers
+    run = await start_resume(args.run_id, store=store, **options)
+    return await _follow(session, run)
 
 
-async def _report(args: argparse.Namespace) -> int:
+async def _follow(session: _Session, run: Run) -> int:
+    """Show the run's progress until it ends, then its summary (and write its report)."""
+    from .engine._progress import ProgressBar
+
+    session.run = run
+    session.bars.append(
+        ProgressBar(run, tokens_label="replayed tokens" if session.replayed else "tokens")
+    )
+    try:
+        await run
+    except StoreUnavailableError as exc:
+        reason = str(exc).split("; ")[0]
+        if not any(s in ("done", "cached") for s in run.status.values()):
+            raise UsageError(reason) from None  # nothing ran: the store was never there
+        lost = len(run.pending_writes)
+        raise UsageError(
+            f"{reason}; the run stopped"
+            + (f" and {lost} result(s) computed since are lost with this process" if lost else "")
+            + f" — when the store is back: {_resume_command(session)}"
+        ) from None
+    return _finish(session, session.args.out)
+
+
+async def _report(session: _Session) -> int:
     from ._export import export_run
     from .engine import rollback
 
-    old = await rollback(args.run_id, store=args.store)
-    written = export_run(old, args.out)
-    print(f"report: {written['report.html']}")
-    print(f"markdown: {written['report.md']}")
+    args = session.args
+    _check_output_folder(args.out)
+    old = await rollback(args.run_id, store=_existing_store(args.store))
+    _print_written(export_run(old, args.out))
     return 0
 
 
-async def _runs(args: argparse.Namespace) -> int:
+async def _runs(session: _Session) -> int:
     import datetime
 
     from .engine import history
+    from .store import redact
 
-    for r in await history(args.store, limit=args.limit):
-        when = datetime.datetime.fromtimestamp(r.get("created") or r["updated"])
-        goal = " ".join(str(r.get("goal") or "").split())[:60]
-        print(
-            f"{r['run_id']}  {r.get('state', '?'):<9}  {r.get('tasks', '?'):>5} tasks  "
-            f"{when:%Y-%m-%d %H:%M:%S}  {goal}"
+    args = session.args
+    store = _existing_store(args.store, listing=True)
+    found = await history(store, limit=args.limit)
+    if not found:
+        _say(f"no runs recorded in {redact(store)}", sys.stderr)
+    for r in found:
+        try:
+            stamp = datetime.datetime.fromtimestamp(r.get("created") or r["updated"])
+            when = f"{stamp:%Y-%m-%d %H:%M:%S}"
+        except (TypeError, ValueError, OverflowError, OSError, KeyError):
+            when = "?"
+        goal = printable(r.get("goal") or "", one_line=True)
+        goal = goal if len(goal) <= 60 else goal[:59] + "…"
+        _say(
+            f"{printable(r.get('run_id', '?'), one_line=True)}  "
+            f"{printable(r.get('state', '?'), one_line=True):<9}  "
+            f"{printable(r.get('tasks', '?'), one_line=True):>5} tasks  {when}  {goal}"
         )
     return 0
 
 
-def _finish(run: Any, out: Path | None) -> int:
+def _summary(run: Run, replayed: bool) -> str:
+    """The run's counts in one line; tokens called replayed when no model ran."""
+    line = str(run.progress())
+    if replayed:
+        line = line.replace(" tokens", " replayed tokens")
+    return f"run {printable(run.id, one_line=True)}: {run.state} · {line}"
+
+
+def _finish(session: _Session, out: Path | None) -> int:
     from ._export import export_run
 
-    print(f"run {run.id}: {run.state} · {run.progress()}")
+    run = session.run
+    assert run is not None
+    _say(_summary(run, session.replayed))
     for tid, error in run.errors.items():
         if run.status.get(tid) == "failed":
-            print(f"  failed {tid}: {error}")
+            reason = printable(cli_hint(error), one_line=True)
+            _say(f"  failed {printable(tid, one_line=True)}: {reason}")
     if out is not None:
-        written = export_run(run, out)
-        print(f"report: {written['report.html']}")
-        print(f"markdown: {written['report.md']}")
+        _print_written(export_run(run, out))
+    if not run.ok:
+        _say(_resume_hint(session), sys.stderr)
     return 0 if run.ok else 1
+
+
+def _print_written(written: dict[str, Path]) -> None:
+    """Every file a report wrote: the report first, then the plan, then the results folder."""
+    _say(f"report: {written['report.html']}")
+    _say(f"markdown: {written['report.md']}")
+    if "plan.svg" in written:
+        _say(f"plan: {written['plan.svg']}")
+    results = [path for name, path in written.items() if name.startswith("results/")]
+    if results:
+        _say(f"results: {results[0].parent}{'/'} ({len(results)} files)")
+
+
+def _resume_hint(session: _Session) -> str:
+    """The line that says how to finish the run (a memory store keeps nothing to resume)."""
+    from .store import scheme_of
+
+    store = getattr(session.args, "store", None)
+    if store and scheme_of(store) == "memory":
+        return "nothing was kept (--store memory://): run it again to finish it"
+    return f"resume with: {_resume_command(session)}"
+
+
+def _resume_command(session: _Session) -> str:
+    """The command that finishes this run, with the options it needs to find and run it."""
+    import shlex
+
+    from .store import redact
+
+    args = session.args
+    run_id = session.run.id if session.run is not None else "RUN_ID"
+    parts = [PROG, "resume", run_id]
+    if getattr(args, "store", None):
+        parts += ["--store", redact(args.store)]
+    for file in getattr(args, "functions", []) or []:
+        parts += ["--functions", str(file)]
+    if getattr(args, "llm", None):
+        parts += ["--llm", args.llm]
+    if getattr(args, "out", None):
+        parts += ["--out", str(args.out)]
+    return printable(shlex.join(parts), one_line=True)
+
+
+def _interrupted(session: _Session) -> int:
+    for bar in session.bars:
+        bar.close()
+    run = session.run
+    if run is None:
+        what = "while planning, before anything ran" if session.planning else ""
+        _say(f"{PROG}: interrupted {what}".rstrip(), sys.stderr)
+        return 130
+    _say(f"{PROG}: interrupted — {_summary(run, session.replayed)}", sys.stderr)
+    _say(_resume_hint(session), sys.stderr)
+    return 130
 
 
 _COMMANDS = {
@@ -259,17 +666,110 @@ _COMMANDS = {
     "runs": _runs,
 }
 
+# Library hints are written for Python callers; the CLI says the same with its flags.
+_CLI_HINTS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\bllm='([^']*)'"), r"--llm \1"),
+    (re.compile(r"\bmode='([^']*)'"), r"--mode \1"),
+    (re.compile(r"\bstore='([^']*)'"), r"--store \1"),
+    (
+        re.compile(r"register (them|functions|[\w, ]+?) with @orchestra_nb\.task_function"),
+        r"load the file that defines \1 with --functions FILE.py",
+    ),
+]
+
+
+def cli_hint(message: str) -> str:
+    """A library error message with its Python-syntax hints in the CLI's syntax."""
+    for pattern, replacement in _CLI_HINTS:
+        message = pattern.sub(replacement, message)
+    return message
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    if isinstance(exc, OrchestraError | UsageError) and text:
+        return text
+    return f"{name}: {text}" if text else name
+
+
+def _say(text: str, file: IO[str] | None = None) -> None:
+    print(text, file=file if file is not None else sys.stdout)
+
+
+def _error(message: str) -> None:
+    _say(f"{PROG}: error: {printable(message, one_line=True)}", sys.stderr)
+
+
+class _TerminalSafe:
+    """A text stream that shows control characters as escapes instead of passing them on.
+
+    Wraps stdout and stderr while a command runs: whatever path a goal or an error
+    text takes to the terminal (a message, a log line, a library warning), its
+    escape sequences arrive as visible text.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(terminal_safe(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run one command; return the exit status (see the module docstring)."""
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _TerminalSafe(stdout), _TerminalSafe(stderr)  # type: ignore[assignment]
     try:
-        return asyncio.run(_COMMANDS[args.command](args))
-    except OrchestraError as exc:
-        print(f"orchestra-nb: error: {exc}", file=sys.stderr)
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        _error(str(exc))
         return 2
+    if args.command is None:
+        parser.print_help()
+        return 0
+    session = _Session(args)
+    try:
+        return asyncio.run(_COMMANDS[args.command](session))
     except KeyboardInterrupt:
-        print("orchestra-nb: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted(session)
+    except _NothingYet as exc:
+        _say(str(exc), sys.stderr)
+        return 0
+    except (UsageError, OrchestraError) as exc:
+        if args.debug:
+            _print_traceback()
+        _error(cli_hint(_describe(exc)))
+        return 2
+    except OSError as exc:  # a file or socket the user named, in a place not checked above
+        if args.debug:
+            _print_traceback()
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _error(f"{where}{exc.strerror or _describe(exc)}")
+        return 2
+    except Exception as exc:
+        if args.debug:
+            _print_traceback()
+        _error(f"internal error: {_describe(exc)} (run with --debug for the traceback)")
+        return 1
+
+
+def _print_traceback() -> None:
+    import traceback
+
+    traceback.print_exc()
 
 
 if __name__ == "__main__":  # pragma: no cover

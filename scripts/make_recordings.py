@@ -6,7 +6,8 @@
    (``ORCHESTRA_DEMO_LLM=record:recordings/<name>.json``): the real ``openai``
    client asks the loopback server, and every answer is written to the file.
 3. Execute every notebook offline (replay, as ``make test`` and a reader do)
-   and save the outputs in place.
+   and save the outputs in place; the notebooks that need Redis get a private
+   ``redis-server`` through ``REDIS_URL``, as under ``make test``.
 
     python scripts/make_recordings.py              # all of it
     python scripts/make_recordings.py --outputs    # only step 3
@@ -25,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+NOTE = "example answers written for the demo (scripts/demo_answers.py), not a model's output"
 RECORDED = {  # notebook -> its recording
     "01_quickstart.ipynb": "recordings/quickstart.json",
     "02_market_research.ipynb": "recordings/market_research.json",
@@ -57,6 +59,16 @@ def execute(name: str, env: dict[str, str]) -> None:
     print(f"executed {name}")
 
 
+def mark_as_examples(path: Path) -> None:
+    """Give a recording the note every report of a replayed run quotes."""
+    import json
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["note"] = NOTE
+    text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
 def main() -> None:
     from demo_answers import answer
 
@@ -65,6 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outputs", action="store_true", help="only re-execute, offline")
     args = parser.parse_args()
+
+    from tests.support.redis_server import RedisServer
 
     offline = {"ORCHESTRA_DEMO_LLM": "", "OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
     if not args.outputs:
@@ -87,8 +101,13 @@ def main() -> None:
                         "ORCHESTRA_MODEL": "demo-answers",
                     },
                 )
-    for name in sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")):
-        execute(name, offline)
+                mark_as_examples(NOTEBOOKS / recording)
+    redis = RedisServer().start()
+    try:
+        for name in sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")):
+            execute(name, {**offline, "REDIS_URL": redis.url})
+    finally:
+        redis.close()
 
 
 if __name__ == "__main__":

@@ -219,3 +219,26 @@ def test_joining_a_continuation():
     assert join_continuation(head, repeated) == head + 'te"}]}'
     again = '{"subtasks": [{"id": "a", "name": "Collect the figures"}]}'
     assert join_continuation(head, again) == again  # the model started over
+
+
+async def test_a_replay_recorded_with_other_functions_says_so(tmp_path):
+    path = tmp_path / "rec.json"
+    functions = {"load_data": "Load the table.", "chart": "Draw it."}
+    recorder = ReplayLLM(path, record=ScriptedLLM([GOOD]))
+    await decompose("Write a report", llm=recorder, functions=functions)
+
+    from orchestra_nb import ReplayMissError
+
+    with pytest.raises(ReplayMissError) as none_now:
+        await decompose("Write a report", llm=ReplayLLM(path))
+    assert str(none_now.value) == (
+        "no recorded plan for this goal with the Python functions registered now (none): the "
+        f"recording {path} planned it with chart, load_data registered; register them with "
+        "@orchestra_nb.task_function"
+    )
+    with pytest.raises(ReplayMissError, match=r"register load_data with @orchestra_nb"):
+        await decompose("Write a report", llm=ReplayLLM(path), functions={"chart": "Draw it."})
+    with pytest.raises(ReplayMissError, match=r"^no recorded answer for the prompt 'Other goal'"):
+        await decompose("Other goal", llm=ReplayLLM(path), functions=functions)
+    graph = await decompose("Write a report", llm=ReplayLLM(path), functions=functions)
+    assert list(graph.tasks) == ["task_1", "task_2"]

@@ -74,10 +74,20 @@ def test_missing_file(tmp_path):
 
 async def test_hand_written_entries_need_no_key(tmp_path):
     path = tmp_path / "hand.json"
-    path.write_text(json.dumps({"entries": [
-        {"messages": [{"role": "user", "content": "2 + 2?"}], "response": "4"},
-        {"messages": [{"role": "user", "content": "plan"}], "schema": True, "response": "{}"},
-    ]}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "entries": [
+                    {"messages": [{"role": "user", "content": "2 + 2?"}], "response": "4"},
+                    {
+                        "messages": [{"role": "user", "content": "plan"}],
+                        "schema": True,
+                        "response": "{}",
+                    },
+                ]
+            }
+        )
+    )
     replay = ReplayLLM(path)
     assert (await replay.complete("2 + 2?")).text == "4"
     assert (await replay.complete("plan", schema={"type": "object"})).text == "{}"
@@ -122,3 +132,34 @@ async def test_a_recorded_finish_reason_is_replayed(tmp_path):
     replay = ReplayLLM(path)
     assert (await replay.complete("first")).finish_reason == "length"
     assert (await replay.complete("second")).finish_reason == "stop"
+
+
+async def test_the_file_says_where_its_answers_came_from(tmp_path):
+    from orchestra_nb.llm import describe_llm
+
+    path = tmp_path / "rec.json"
+    path.write_text(
+        json.dumps(
+            {
+                "note": "written by hand\n for a demo",
+                "model": "demo",
+                "entries": [{"messages": MESSAGES, "response": "ok"}],
+            }
+        )
+    )
+    replay = ReplayLLM(path)
+    assert replay.note == "written by hand for a demo"
+    assert describe_llm(replay) == {
+        "kind": "replay",
+        "path": str(path),
+        "model": "demo",
+        "note": "written by hand for a demo",
+    }
+    recorder = ReplayLLM(path, record=ScriptedLLM(["new"]))
+    await recorder.complete("a new prompt")
+    assert json.loads(path.read_text())["note"] == "written by hand for a demo"  # kept
+    assert describe_llm(recorder)["kind"] == "record"
+    assert describe_llm("replay:x.json?latency=0.3") == {"kind": "replay", "path": "x.json"}
+    assert describe_llm(None) is None
+    live = describe_llm(OpenAILLM(model="m", base_url="http://user:pw@host:1/v1", api_key="sk-1"))
+    assert live == {"kind": "openai", "model": "m", "host": "host"}  # no secrets

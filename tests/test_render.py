@@ -131,3 +131,38 @@ def test_missing_dot(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match=r"graphviz's `dot` program is not installed: apt-get"):
         render_svg(diamond())
     assert set(graph_mimebundle(diamond())) == {"text/plain"}
+
+
+def test_control_characters_show_as_escapes():
+    hostile = "a\x1b]0;TITLE\x07\x1b[2J\x9bb"
+    svg = render_svg(TaskGraph([Task("x", hostile, description=hostile)]))
+    root = ET.fromstring(svg)  # still well-formed XML: raw controls would not be
+    texts = " ".join(t.text or "" for t in root.iter(f"{SVG}text"))
+    assert "a\\u001b]0;TITLE\\u0007\\u001b[2J\\u009bb" in texts
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", svg)
+
+
+def test_legend_explains_colours_shapes_and_the_critical_path():
+    plain = render_svg(diamond(), {"a": "done", "b": "cached"})
+    svg = render_svg(diamond(), {"a": "done", "b": "cached"}, legend=True)
+    root = ET.fromstring(svg)
+    ids = {g.get("id") for g in root.iter(f"{SVG}g")}
+    assert {
+        "legend",
+        "legend-status",
+        "legend-kind-llm",
+        "legend-kind-python",
+        "legend-kind-report",
+        "legend-critical",
+    } <= ids
+    legend = next(g for g in root.iter(f"{SVG}g") if g.get("id") == "legend-status")
+    words = [t.text for t in legend.iter(f"{SVG}text")]
+    # the usual statuses always, and every status the plan shows
+    assert words == ["pending", "running", "done", "cached", "failed"]
+    fills = {el.get("fill") for el in legend.iter() if el.get("fill")}
+    assert {"#dcfce7", "#ccfbf1", "#fee2e2"} <= fills  # the nodes' own colours
+    # the plan's tasks are the same nodes, and nothing in the legend is taken for a task
+    assert set(nodes(svg)) == set(nodes(plain)) == {"a", "b", "c", "d"}
+    tasks = [g for g in root.iter(f"{SVG}g") if "task" in (g.get("class") or "").split()]
+    assert {g.get("id") for g in tasks} == {"node-a", "node-b", "node-c", "node-d"}
+    assert "legend" not in to_graphviz(diamond()).source

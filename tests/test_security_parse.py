@@ -107,7 +107,10 @@ def test_bombs_through_the_cli(tmp_path, name):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr and "RecursionError" not in result.stderr
-    assert result.stderr.startswith("orchestra-nb: error: the plan nests JSON more than 64")
+    assert result.stderr.startswith(f"orchestra-nb: error: plan file {path}: ")
+    assert "the plan nests JSON more than 64 levels deep (the limit is MAX_DEPTH = 64)" in (
+        result.stderr
+    )
 
 
 def test_a_plan_file_too_large_is_refused_by_the_cli(tmp_path):
@@ -124,7 +127,8 @@ def test_a_plan_file_too_large_is_refused_by_the_cli(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
-    assert "more than the 16 MB limit (MAX_PLAN_CHARS)" in result.stderr
+    assert result.stderr.startswith(f"orchestra-nb: error: plan file {path}: the plan text is")
+    assert "more than the 16.0 MB limit (MAX_PLAN_CHARS)" in result.stderr
 
 
 async def test_a_huge_answer_to_decompose_is_refused_and_not_kept(llm_server):

@@ -63,9 +63,14 @@ async def test_wrong_password_is_reported_without_it(redis_server):
     protected = type(redis_server)(password="right-pw").start()
     try:
         store = open_store(f"redis://:wrong-pw@127.0.0.1:{protected.port}/0")
-        with pytest.raises(Exception) as info:
+        with pytest.raises(StoreUnavailableError) as info:
             await store.ping()
-        assert "wrong-pw" not in str(info.value)
+        message = str(info.value)
+        assert message == (
+            f"Redis at redis://:***@127.0.0.1:{protected.port}/0 refused the credentials: "
+            "invalid username-password pair or user is disabled."
+        )
+        assert "wrong-pw" not in message
         good = open_store(protected.url)
         await good.ping()
         await good.close()
@@ -77,7 +82,10 @@ async def test_server_restart_then_the_same_store_works_again(redis_server):
     store = open_store(redis_server.url)
     await store.put("k", "v")
     redis_server.stop()
-    with pytest.raises(StoreUnavailableError):
+    with pytest.raises(
+        StoreUnavailableError,
+        match=rf"^cannot reach Redis at redis://127\.0\.0\.1:{redis_server.port}/0",
+    ):
         await store.put("k2", "v2")
     redis_server.start()
     await store.put("k2", "v2")  # reconnects

@@ -20,6 +20,7 @@ from .._errors import PlanError, RunError, UnsafeDataError
 from .._executors import LocalExecutor
 from .._kinds import FINAL_STATUSES
 from .._plan import TaskGraph
+from .._text import printable
 from ._driver import Carried, Driver
 from ._gates import Approve
 from ._options import RunOptions
@@ -525,4 +526,8 @@ async def rollback(
     live.started_at = header.get("created")
     live.finished_at = header.get("finished")
     options = RunOptions.from_record(header.get("options") or {})
-    return Run(graph, live, options=options, store=None, store_spec=store)
+    source = header.get("llm")  # a shared store is untrusted: plain strings only
+    llm_source = (
+        {str(k): printable(str(v)) for k, v in source.items()} if isinstance(source, dict) else None
+    )
+    return Run(graph, live, options=options, store_spec=store, llm_source=llm_source)

@@ -232,6 +232,7 @@ class Driver:
             created=self.carried.created,
             approve=approve_record(self.approve),
             revisions=[r.to_record() for r in self.replanning.revisions],
+            llm=self.actions.llm_source(),
         )
 
     def save_header_soon(self) -> None:

@@ -2,15 +2,21 @@
 
 The bar reads the run's counts on a timer (every 0.1 s) instead of hearing every
 event, so it costs the same whether a run has ten tasks or ten thousand. It
-shows what really happened: finished tasks (done, cached, failed, skipped)
-advance it, cancelled ones do not, so an interrupted run does not look complete.
+counts honestly: tasks that ended on their own — done, cached, failed, or
+skipped because a dependency failed — advance it; tasks cancelled because the
+run was interrupted do not, so a run stopped after 2 of 8 tasks ends the bar at
+2/8 with ``cancelled=6`` beside it, not at 100 %. It is drawn once the run has
+started: a run that cannot start (an unreachable store, a lease held elsewhere)
+ends with its error alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
+
+from .._text import printable
 
 if TYPE_CHECKING:
     from ._run import Run
@@ -36,17 +42,20 @@ def wants_bar(progress: bool | None) -> bool:
 
 
 class ProgressBar:
-    """A tqdm bar on stderr that follows one run until it ends."""
+    """A tqdm bar on ``file`` (stderr by default) that follows one run until it ends.
 
-    def __init__(self, run: Run) -> None:
-        from tqdm.auto import tqdm
+    ``tokens_label`` names the token count ("replayed tokens" when no model ran).
+    """
 
+    def __init__(
+        self, run: Run, *, file: IO[str] | None = None, tokens_label: str = "tokens"
+    ) -> None:
         self.run = run
-        self.bar: Any = tqdm(
-            total=len(run.status), desc=f"run {run.id}", unit="task", leave=True, file=sys.stderr
-        )
-        self._handle: asyncio.TimerHandle | None = None
+        self.file = file if file is not None else sys.stderr
+        self.tokens_label = tokens_label
+        self.bar: Any = None
         self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
         self._tick()
         run.add_done_callback(self._close)
 
@@ -55,19 +64,40 @@ class ProgressBar:
         self._handle = self._loop.call_later(REFRESH_EVERY, self._tick)
 
     def _update(self) -> None:
-        p = self.run.progress()
-        bar = self.bar
-        bar.n = p.done + p.cached + p.failed + p.skipped
+        run = self.run
+        if self.bar is None:
+            events = run.events
+            if not events or events[0].kind != "run_started":
+                return  # not started (yet): a run that starts says so first
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=len(run.status),
+                desc=f"run {printable(run.id, one_line=True)}",
+                unit="task",
+                leave=True,
+                file=self.file,
+            )
+        p = run.progress()
+        self.bar.total = p.total  # a growing plan adds tasks
+        self.bar.n = p.done + p.cached + p.failed + p.skipped
         parts = [f"failed={p.failed}"]
         if p.cancelled:
             parts.append(f"cancelled={p.cancelled}")
         if p.tokens:
-            parts.append(f"tokens={p.tokens:,}")
-        bar.set_postfix_str(" ".join(parts), refresh=False)
-        bar.refresh()
+            parts.append(f"{self.tokens_label}={p.tokens:,}")
+        self.bar.set_postfix_str(" ".join(parts), refresh=False)
+        self.bar.refresh()
 
     def _close(self, run: Run) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Draw the last counts and stop following the run (safe to call twice)."""
         if self._handle is not None:
             self._handle.cancel()
-        self._update()
-        self.bar.close()
+            self._handle = None
+            self._update()  # a run that ended between two ticks still shows how it ended
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

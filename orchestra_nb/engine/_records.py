@@ -124,6 +124,7 @@ class RunRecords:
         created: float | None,
         approve: str | list[str] | None,
         revisions: list[dict[str, Any]],
+        llm: Mapping[str, str] | None,
     ) -> dict[str, Any]:
         """The run's header as the store keeps it."""
         return {
@@ -140,6 +141,7 @@ class RunRecords:
             "options": options.to_record(),
             "approve": approve,
             "revisions": revisions,
+            "llm": dict(llm) if llm else None,  # where answers came from (no secrets)
             "tasks": len(state.status),
         }
 

@@ -50,12 +50,14 @@ class Run:
         driver: Driver | None = None,
         store: ResultStore | None = None,
         store_spec: ResultStore | str | None = None,
+        llm_source: dict[str, str] | None = None,
     ) -> None:
         self.id = live.run_id
         self._graph = graph
         self.options = options
         self.store = store if driver is None else driver.records.store
         self.store_spec = store_spec  # what the user passed: a later resume opens it again
+        self._llm_source = llm_source  # for a run loaded from its record
         self._live = live
         self._driver = driver
         self._main: asyncio.Task[Run] | None = None
@@ -129,6 +131,15 @@ class Run:
     def actions(self) -> Actions | None:
         """How this run's tasks were executed (runner, LLM, functions)."""
         return self._driver.actions if self._driver is not None else None
+
+    @property
+    def llm_source(self) -> dict[str, str] | None:
+        """Where this run's LLM answers came from: ``{"kind": "replay", "path": ...}`` for
+        a recording replayed offline, ``"openai"`` with the model and host for a live
+        server (no secrets), None when no LLM was involved."""
+        if self._driver is not None:
+            return self._driver.actions.llm_source()
+        return self._llm_source
 
     @property
     def gates(self) -> Any:

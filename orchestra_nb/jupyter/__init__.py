@@ -11,7 +11,28 @@ from typing import Any
 __all__ = ["load_ipython_extension", "unload_ipython_extension"]
 
 
+#: What the notebook side needs beyond the library (the ``jupyter`` extra).
+NEEDS = ("anywidget", "ipywidgets", "traitlets", "nest_asyncio2")
+
+
+def _installed(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def load_ipython_extension(ipython: Any) -> None:
+    missing = [name for name in NEEDS if not _installed(name)]
+    if missing:
+        from IPython.core.error import UsageError
+
+        raise UsageError(
+            f"orchestra_nb's notebook side needs {', '.join(missing)}: "
+            "pip install 'orchestra-nb[jupyter]'"
+        )
     from ._magics import Orchestra
 
     magics = Orchestra(shell=ipython)

@@ -23,6 +23,7 @@ __all__ = [
     "ReplayLLM",
     "ScriptedLLM",
     "Usage",
+    "describe_llm",
     "llm_from_spec",
     "normalize_messages",
 ]
@@ -74,3 +75,37 @@ def _ollama_url() -> str:
     if "://" not in host:
         host = f"http://{host}"
     return f"{host}/v1"
+
+
+def describe_llm(spec: LLM | str | None) -> dict[str, str] | None:
+    """Where answers come from, as plain JSON-able data (no secrets), or None without an LLM.
+
+    ``{"kind": "replay", "path": ..., "model": ..., "note": ...}`` for a recording
+    replayed offline, ``"record"`` for one that fills itself from a model,
+    ``"openai"`` (with ``model`` and the server's ``host``) for a live server and
+    ``"other"`` for any other client. A spec string is described without opening
+    anything. Reports use it to say when no model ran.
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        kind, _, arg = spec.strip().partition(":")
+        kind = kind.lower()
+        if kind in ("replay", "record") and arg:
+            return {"kind": kind, "path": arg.partition("?")[0]}
+        return {"kind": "openai" if kind in ("openai", "ollama") else "other", "model": arg}
+    if isinstance(spec, ReplayLLM):
+        described = {
+            "kind": "replay" if spec.replaying else "record",
+            "path": str(spec.path),
+            "model": str(spec.model),
+        }
+        if spec.note:
+            described["note"] = spec.note
+        return described
+    if isinstance(spec, OpenAILLM):
+        from urllib.parse import urlsplit
+
+        host = urlsplit(spec.base_url).hostname if spec.base_url else "api.openai.com"
+        return {"kind": "openai", "model": str(spec.model), "host": str(host)}
+    return {"kind": "other", "model": str(getattr(spec, "model", "") or type(spec).__name__)}

@@ -11,7 +11,9 @@ real client, answers from the file when it can and asks the model otherwise,
 writing each new answer to the file at once (atomically).
 
 The file is plain JSON meant to be read and edited by people: an entry needs
-only ``messages`` and ``response``; its ``key`` is filled in when missing.
+only ``messages`` and ``response``; its ``key`` is filled in when missing. An
+optional top-level ``note`` says where the answers came from (the demo's reads
+"example answers written for the demo"); reports quote it.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class ReplayLLM(UsageCounter):
         self.record = record
         self._entries: dict[str, dict[str, Any]] = {}
         self._file_model: str | None = None
+        self.note: str | None = None  # the file's own word on where its answers came from
         self._lock: asyncio.Lock | None = None
         self._load()
         self.model = model or self._file_model or getattr(record, "model", None) or "replay"
@@ -69,6 +72,11 @@ class ReplayLLM(UsageCounter):
     def __repr__(self) -> str:
         mode = "record" if self.record is not None else "replay"
         return f"ReplayLLM({str(self.path)!r}, {mode}, {len(self._entries)} answers)"
+
+    @property
+    def replaying(self) -> bool:
+        """True when every answer comes from the file (no model to fall back on)."""
+        return self.record is None
 
     def cache_identity(self) -> dict[str, Any]:
         # The model name only: replayed answers are the model's answers, so results cached
@@ -91,11 +99,13 @@ class ReplayLLM(UsageCounter):
         with self.path.open(encoding="utf-8") as fh:
             data = json.load(fh)
         self._file_model = data.get("model")
+        note = data.get("note")
+        self.note = " ".join(note.split())[:300] if isinstance(note, str) else None
         for entry in data.get("entries", []):
             key = entry.get("key") or self.key_for(
                 entry["messages"], {} if entry.get("schema") else None
             )
-            self._entries[key] = entry
+            self._entries[key] = {**entry, "key": key}  # filled in when a person left it out
 
     async def complete(
         self,
@@ -111,7 +121,8 @@ class ReplayLLM(UsageCounter):
                 prompt = _preview(messages)
                 raise ReplayMissError(
                     f"no recorded answer for the prompt {prompt!r} in {self.path}; "
-                    f"record it with llm='record:{self.path}' and a configured model"
+                    f"record it with llm='record:{self.path}' and a configured model",
+                    recorded=self._same_but_system(messages, schema),
                 )
             entry = await self._record(key, messages, schema, params)
         if self.latency and key in self._entries and self.record is None:
@@ -132,6 +143,22 @@ class ReplayLLM(UsageCounter):
             data=await parse_json_off_loop(text) if schema is not None else None,
             finish_reason=entry.get("finish_reason", "stop"),
         )
+
+    def _same_but_system(
+        self, messages: Sequence[Message] | str, schema: Mapping[str, Any] | None
+    ) -> list[dict[str, str]] | None:
+        """A recorded conversation equal to ``messages`` but for its system message."""
+        wanted = self.key_for(_without_system(messages), schema)
+        for entry in self._entries.values():
+            recorded = entry.get("messages")
+            if not isinstance(recorded, list) or bool(entry.get("schema")) != (schema is not None):
+                continue
+            try:
+                if self.key_for(_without_system(recorded), schema) == wanted:
+                    return normalize_messages(recorded)
+            except (TypeError, ValueError, AttributeError):  # a hand-edited entry
+                continue
+        return None
 
     async def _record(
         self, key: str, messages: Sequence[Message] | str, schema: Any, params: dict[str, Any]
@@ -159,11 +186,13 @@ class ReplayLLM(UsageCounter):
         return entry
 
     def _write(self) -> None:
-        data = {
+        data: dict[str, Any] = {
             "format": FORMAT,
             "model": self._file_model or getattr(self.record, "model", None) or self.model,
             "entries": sorted(self._entries.values(), key=lambda e: e["key"]),
         }
+        if self.note:
+            data["note"] = self.note
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -171,6 +200,12 @@ class ReplayLLM(UsageCounter):
             fh.write("\n")
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a recording is meant to be shared
         os.replace(tmp, self.path)
+
+
+def _without_system(messages: Sequence[Message] | str) -> list[dict[str, str]]:
+    return [m for m in normalize_messages(messages) if m["role"] != "system"] or [
+        {"role": "user", "content": ""}
+    ]
 
 
 def _preview(messages: Sequence[Message] | str, limit: int = 80) -> str:
