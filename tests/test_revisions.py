@@ -245,3 +245,36 @@ async def test_on_failure_replan_needs_an_llm():
         onb.start(plan(), functions=Functions(), store="memory://", on_failure="replan")
     with pytest.raises(RunError, match="on_failure must be 'skip' or 'replan'"):
         onb.start(plan(), functions=Functions(), store="memory://", on_failure="retry")
+
+
+async def test_a_replan_can_be_asked_for_without_on_failure_replan():
+    async def replanner(request):
+        return TaskGraph([*revised().tasks.values(), Task("side", "Side", kind="report")])
+
+    functions = Functions()
+    graph = TaskGraph(
+        [*plan().tasks.values(), Task("side", "Side", kind="report")]
+    )  # keeps the run going
+    run = onb.start(
+        graph, functions=functions, store="memory://", replanner=replanner, approve=["side"]
+    )
+    for _ in range(500):
+        if run.status["chart"] == "failed":
+            break
+        await asyncio.sleep(0.01)
+    assert run.revisions == []  # on_failure="skip": nothing automatic
+    run.replan("chart")  # the widget's Replan button, while the run still goes
+    for _ in range(500):
+        if run.proposed_revision is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert run.proposed_revision.added == ("table",)
+    await run.accept_revision()
+    for _ in range(500):
+        if run.status.get("report") == "done":
+            break
+        await asyncio.sleep(0.01)
+    run.reject("side", "not needed")
+    await run
+    assert functions.calls == ["data", "chart", "table"]
+    assert run.status["report"] == "done" and run.status["side"] == "skipped"

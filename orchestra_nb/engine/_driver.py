@@ -114,11 +114,11 @@ class Driver:
         self.approvals = Approvals(self, timeout=options.approval_timeout)
         self.replanning = Replanning(
             self,
-            replanner=replanner if options.on_failure == "replan" else None,
+            replanner=replanner,  # run.replan(id) uses it whatever on_failure says
+            automatic=options.on_failure == "replan",
             max_replans=options.max_replans,
             past=list(self.carried.revisions),
         )
-        self.manual_replanner = replanner  # run.replan(id) works whatever on_failure says
         self.growing = growing  # the plan is still being written: do not end when idle
         self.admission = admission
         self.growth = Growth(self)

@@ -106,11 +106,13 @@ class Replanning:
         driver: Driver,
         *,
         replanner: Replanner | None,
+        automatic: bool,
         max_replans: int,
         past: list[Revision],
     ) -> None:
         self.driver = driver
         self.replanner = replanner
+        self.automatic = automatic  # on_failure="replan": a final failure asks for a revision
         self.max_replans = max_replans
         self.revisions: list[Revision] = past
         self.pending: tuple[str, str] | None = None  # (task id, reason) waiting to replan
@@ -129,7 +131,7 @@ class Replanning:
 
     def wants(self, tid: str, reason: str) -> bool:
         """Whether this failure should be replanned (and if so, note it)."""
-        if self.replanner is None or self.pending is not None:
+        if not self.automatic or self.replanner is None or self.pending is not None:
             return False
         applied = sum(r.outcome == "applied" for r in self.revisions)
         if applied >= self.max_replans:
