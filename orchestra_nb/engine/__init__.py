@@ -16,7 +16,8 @@ Who owns what (each module opens by saying more):
   revised plan;
 - ``_growth``: plans that grow while they run (a streaming planner);
 - ``_run``: ``Run``, the read-only handle users hold;
-- ``_api``: ``start``, ``run``, ``resume``, ``history``, ``rollback``;
+- ``_api``: ``start``, ``run``, ``resume``;
+- ``_history``: ``history`` and ``rollback`` — earlier runs read from a store;
 - ``_orchestrator``: ``Orchestrator``, shared defaults for repeated runs;
 - ``_progress``: the terminal progress bar.
 
@@ -24,8 +25,9 @@ The engine imports no cluster code: tasks run through ``Actions``, which hand
 them to an ``Executor`` (local threads, or a ``DaskExecutor`` given by the user).
 """
 
-from ._api import history, new_run_id, resume, rollback, run, start, start_resume
+from ._api import new_run_id, resume, run, start, start_resume
 from ._gates import Admission, record_decision
+from ._history import history, rollback
 from ._options import MODES, RunOptions
 from ._orchestrator import Orchestrator
 from ._revisions import Revision, RevisionRequest

@@ -1,10 +1,10 @@
-"""The public entry points: ``start``, ``run``, ``resume``, ``history`` and ``rollback``.
+"""The public entry points that run: ``start``, ``run`` and ``resume``.
 
 ``start`` assembles a run — options (validated once, in ``RunOptions``), the
 store, the actions that execute tasks, the driver and the ``Run`` handle — and
 starts it on the running loop. ``run`` awaits it. ``resume`` continues a run
 from its stored record (after a kernel restart) or from a ``Run`` object (after
-a store outage). ``rollback`` shows an earlier run as it ended, from its record.
+a store outage). (``history`` and ``rollback``, which only read, are in ``_history``.)
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._actions import DEFAULT_INPUT_BUDGET, Actions
-from .._errors import PlanError, RunError, UnsafeDataError
+from .._errors import PlanError, RunError
 from .._executors import LocalExecutor
-from .._kinds import FINAL_STATUSES
 from .._plan import TaskGraph
-from .._text import printable
 from ._driver import Carried, Driver
 from ._gates import Approve
 from ._options import RunOptions
@@ -459,75 +457,3 @@ def _default_replanner(actions: Actions) -> Replanner | None:
         return await replan(request, llm=actions.llm, functions=summaries)
 
     return replanner
-
-
-async def history(
-    store: ResultStore | str | None = None, *, limit: int = 50
-) -> list[dict[str, Any]]:
-    """Earlier runs in a store, newest first (id, state, goal, task count, times)."""
-    from ..store import open_store
-
-    opened = open_store(store)
-    try:
-        return await opened.list_runs(limit=limit)
-    finally:
-        if opened is not store:
-            await opened.close()
-
-
-async def rollback(
-    run_id: str, *, store: ResultStore | str | None = None, signing_key: bytes | str | None = None
-) -> Run:
-    """An earlier run as it ended: its graph and the results it produced, from the store.
-
-    Nothing runs. Use it to go back to a previous version of a report after edits
-    (``rolled.results``), or to display or export it. Only the tasks of the
-    recorded graph are read; anything else the record lists is ignored.
-    """
-    from ..store import open_store
-
-    opened = open_store(store, signing_key=signing_key)
-    try:
-        record = await load_record(opened, run_id)
-        header = record.header
-        graph = await asyncio.to_thread(TaskGraph.from_plan, header["graph"])  # untrusted, big
-        saved_keys = header.get("keys") or {}
-        strangers = [tid for tid in saved_keys if tid not in graph.tasks]
-        if strangers:  # only a tampered record names results that are not tasks of its plan
-            shown = ", ".join(repr(str(t)) for t in strangers[:3])
-            raise UnsafeDataError(
-                f"run {run_id!r} holds results for {shown}, which are not tasks of its plan "
-                "(a tampered run record?); refusing to read it"
-            )
-        keys = {tid: str(saved_keys[tid]) for tid in graph.tasks if tid in saved_keys}
-        found = await opened.get_many(set(keys.values()))
-    finally:
-        if opened is not store:
-            await opened.close()
-    live = RunState(run_id, graph.tasks)
-    live.keys = keys
-    for tid in graph.tasks:
-        entry = record.tasks.get(tid) or {}
-        key = keys.get(tid)
-        if key in found:
-            live.results[tid] = found[key]
-            status = "done"
-        else:
-            ended = entry.get("status")
-            status = ended if ended in FINAL_STATUSES - {"done", "cached"} else "pending"
-            if entry.get("error"):
-                live.errors[tid] = str(entry["error"])
-        live.restore(tid, status)
-        live.attempts[tid] = int(entry.get("attempts") or 0)
-        if entry.get("start") is not None and entry.get("end") is not None:
-            live.timeline[tid] = (float(entry["start"]), float(entry["end"]))
-    live.state = str(header.get("state") or "finished")
-    live.error = header.get("error")
-    live.started_at = header.get("created")
-    live.finished_at = header.get("finished")
-    options = RunOptions.from_record(header.get("options") or {})
-    source = header.get("llm")  # a shared store is untrusted: plain strings only
-    llm_source = (
-        {str(k): printable(str(v)) for k, v in source.items()} if isinstance(source, dict) else None
-    )
-    return Run(graph, live, options=options, store_spec=store, llm_source=llm_source)

@@ -55,13 +55,13 @@ from ._gates import (
     Admission,
     Approvals,
     Approve,
+    admit,
     approve_record,
-    carried_decisions,
     check_approve,
 )
 from ._growth import Growth
 from ._revisions import Replanner, Replanning
-from ._selection import Carried, forced_ids, scheduler_for, selection
+from ._selection import Carried, forced_ids, leave_unselected, scheduler_for, selection
 
 if TYPE_CHECKING:
     from .._actions import Actions
@@ -187,7 +187,6 @@ class Driver:
         state.keys = self.actions.cache_keys(graph)
         completed = await self.stored_results(state.keys)
         await self.records.save_header(self._header())
-        decided = carried_decisions(self.carried.tasks)
         self.sched = self.build_scheduler(graph, completed)
         state.emit("run_started", data={"tasks": len(state.status), "cached": len(completed)})
         carried = self.carried.tasks
@@ -195,11 +194,9 @@ class Driver:
             previous = carried.get(tid, {}).get("status")
             self.finish(tid, "done" if previous == "done" else "cached", record=False)
         if self._only is not None:
-            self._leave_unselected()
+            leave_unselected(self, self._only)
         self.announce_ready(graph.tasks)
-        for tid, (approved, reason) in decided.items():
-            if not approved and tid in graph.tasks and state.status[tid] not in FINAL_STATUSES:
-                self.reject_task(tid, f"rejected: {reason}" if reason else "rejected")
+        self.approvals.apply_recorded(self.carried.tasks)
         self.prepared.set()
 
     async def stored_results(self, keys: Mapping[str, str]) -> list[str]:
@@ -247,17 +244,6 @@ class Driver:
         self.graph, self._tasks = graph, graph.tasks
         self._forced -= forget_forced
 
-    def _leave_unselected(self) -> None:
-        """Tasks outside ``only`` without a stored result are skipped in this run."""
-        sched, status = self.sched, self.state.status
-        assert sched is not None
-        assert self._only is not None
-        for tid in self._tasks:
-            if tid in self._only or status[tid] in FINAL_STATUSES:
-                continue
-            for skipped in (tid, *sched.cancel(tid)):
-                self.finish(skipped, "skipped", error="not selected for this run", record=False)
-
     # --- dispatch and workers ----------------------------------------------------------------
 
     def dispatch(self) -> None:
@@ -277,31 +263,13 @@ class Driver:
         while ready:
             refused = False
             for tid in ready:
-                if self.admission is not None and self._refused(tid):
+                if self.admission is not None and not admit(self, tid):
                     refused = True
                 else:
                     workers[tid] = spawn(work(tid))
             ready = sched.get_ready() if refused else []  # a refused task freed its slot
         if not sched.is_active() and not self.growing:
             self._resolve_finished()
-
-    def _refused(self, tid: str) -> bool:
-        """Whether admission (a budget) keeps a task just handed out from starting."""
-        assert self.admission is not None
-        assert self.sched is not None
-        reason = self.admission.refuse(self._tasks[tid], self.state)
-        if reason is None:
-            return False
-        if self.approve is not None:  # a person may let it go over: it awaits approval
-            self.sched.defer(tid)
-            self.approvals.announce(reason)
-        else:
-            for other in self.sched.cancel(tid):
-                self.finish(other, "skipped", error=f"{tid!r} was not started: {reason}")
-            self.finish(tid, "skipped", error=reason)
-            if self.state.error is None:
-                self.state.error = reason
-        return True
 
     def _resolve_finished(self) -> None:
         if self._finished is not None and not self._finished.done():
@@ -459,16 +427,6 @@ class Driver:
             if start is not None:
                 state.timeline[tid] = (start, state.now())
             self.records.task_changed(tid, self.state.task_record(tid, status))
-
-    def reject_task(self, tid: str, error: str) -> None:
-        """Skip a task that has not started, and its descendants (a rejected approval);
-        with ``on_failure="replan"`` a revised plan is asked for."""
-        assert self.sched is not None
-        for other in self.sched.cancel(tid):
-            self.finish(other, "skipped", error=f"{tid!r} was rejected")
-        self.finish(tid, "rejected", error=error)
-        self.replanning.wants(tid, error)
-        self.dispatch()
 
     async def _wind_down(self) -> None:
         """Stop everything this run started, write the last records, free the lease."""

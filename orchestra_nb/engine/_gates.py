@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import RunError, StoreError
-from .._kinds import KINDS
+from .._kinds import FINAL_STATUSES, KINDS
 
 if TYPE_CHECKING:
     from .._plan import Task, TaskGraph
@@ -49,6 +49,30 @@ class Admission(Protocol):
 Approve = str | Iterable[str] | Callable[["Task"], bool] | None
 """Which tasks need approval: ``"all"``, a kind (``"llm"``, ``"python"``, ``"report"``),
 task ids, a predicate on the task, or None (only tasks whose plan says ``approval``)."""
+
+
+def admit(driver: Driver, tid: str) -> bool:
+    """Whether a task just handed out may start under the run's ``Admission`` (a budget).
+
+    Refused with approval gates on, it awaits a person (who may let it go over);
+    otherwise it and its descendants are skipped with the reason, which becomes the
+    run's error.
+    """
+    assert driver.admission is not None
+    assert driver.sched is not None
+    reason = driver.admission.refuse(driver.graph.tasks[tid], driver.state)
+    if reason is None:
+        return True
+    if driver.approve is not None:
+        driver.sched.defer(tid)
+        driver.approvals.announce(reason)
+    else:
+        for other in driver.sched.cancel(tid):
+            driver.finish(other, "skipped", error=f"{tid!r} was not started: {reason}")
+        driver.finish(tid, "skipped", error=reason)
+        if driver.state.error is None:
+            driver.state.error = reason
+    return False
 
 
 def gated_ids(graph: TaskGraph, approve: Approve) -> set[str]:
@@ -208,7 +232,25 @@ class Approvals:
         if status != "awaiting_approval" and not (status == "pending" and gated):
             raise RunError(f"task {tid!r} is not awaiting approval ({status})")
         self._forget(tid)
-        driver.reject_task(tid, f"rejected: {reason}" if reason else "rejected")
+        self._skip(tid, f"rejected: {reason}" if reason else "rejected")
+
+    def apply_recorded(self, records: Mapping[str, Mapping[str, Any]]) -> None:
+        """Rejections recorded while the run was stopped (``orchestra-nb reject``) apply."""
+        status = self.driver.state.status
+        for tid, (approved, reason) in carried_decisions(records).items():
+            if not approved and tid in status and status[tid] not in FINAL_STATUSES:
+                self._skip(tid, f"rejected: {reason}" if reason else "rejected")
+
+    def _skip(self, tid: str, error: str) -> None:
+        """Skip a task that has not started, and its descendants; with
+        ``on_failure="replan"`` a revised plan is asked for."""
+        driver = self.driver
+        assert driver.sched is not None
+        for other in driver.sched.cancel(tid):
+            driver.finish(other, "skipped", error=f"{tid!r} was rejected")
+        driver.finish(tid, "rejected", error=error)
+        driver.replanning.wants(tid, error)
+        driver.dispatch()
 
     def _expired(self, tid: str) -> None:
         self._timers.pop(tid, None)

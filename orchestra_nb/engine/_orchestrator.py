@@ -12,7 +12,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .._actions import graph_cache_keys
-from ._api import Runner, _begin, history, resume, rollback
+from ._api import Runner, _begin, resume
+from ._history import history, rollback
 from ._options import RunOptions
 
 if TYPE_CHECKING:

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import RunError
+from .._kinds import FINAL_STATUSES
 from .._scheduler import Scheduler
 
 if TYPE_CHECKING:
     from .._plan import TaskGraph
+    from ._driver import Driver
     from ._options import RunOptions
 
 
@@ -87,3 +89,14 @@ def scheduler_for(
         completed=completed,
         gated=set(gated) & set(tasks),
     )
+
+
+def leave_unselected(driver: Driver, chosen: set[str]) -> None:
+    """Tasks outside ``only`` without a stored result are skipped in this run."""
+    sched, status = driver.sched, driver.state.status
+    assert sched is not None
+    for tid in driver.graph.tasks:
+        if tid in chosen or status[tid] in FINAL_STATUSES:
+            continue
+        for skipped in (tid, *sched.cancel(tid)):
+            driver.finish(skipped, "skipped", error="not selected for this run", record=False)
