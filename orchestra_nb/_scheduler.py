@@ -39,9 +39,10 @@ operation per hand-out, however it is driven:
   tasks already finished; a skipped task is never visited again.
 
 ``rank`` orders tasks by priority, highest first, ties in the order given.
-``default_priorities`` gives the usual ranking: critical path first (the
+``_dag.default_priorities`` gives the usual ranking: critical path first (the
 longest chain of estimated durations from a task to the end), an explicit
-per-task priority comparing first so it overrides.
+per-task priority comparing first so it overrides. (The pure graph functions —
+topological order, the cycle, bottom levels, ranks — are in ``_dag``.)
 """
 
 from __future__ import annotations
@@ -50,6 +51,15 @@ import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from ._dag import (
+    check_ids,
+    index_parents,
+    levels,
+    ranks,
+    topological,
+    zero_like,
+)
 
 TaskState = Literal[
     "pending", "held", "ready", "running", "waiting", "done", "failed", "cancelled", "skipped"
@@ -72,18 +82,6 @@ WORKERS = "workers"
 _INDEX = 0xFFFFFFFF  # low 32 bits of a heap entry: the task's index
 
 
-class CycleError(ValueError):
-    """The dependencies contain a cycle.
-
-    ``cycle`` lists it with the first task repeated at the end, each task a
-    dependency of the next (as in ``graphlib.CycleError``).
-    """
-
-    def __init__(self, cycle: list[str]):
-        self.cycle = cycle
-        super().__init__("dependency cycle: " + " -> ".join(cycle))
-
-
 @dataclass(frozen=True, slots=True)
 class Failure:
     """What ``failed()`` decided, so the engine knows whether to schedule a retry."""
@@ -103,144 +101,6 @@ class Snapshot:
     attempts: Mapping[str, int]
     running: frozenset[str]
     in_use: Mapping[str, int]  # pool -> units held by running tasks ("workers" included)
-
-
-# --- graph helpers (pure functions over indices) ------------------------------------------
-
-
-def _index_parents(dependencies: Mapping[str, Iterable[str]]) -> tuple[list[str], list[list[int]]]:
-    """The ids in the order given, and each task's distinct dependencies as indices."""
-    order = list(dependencies)
-    index = {tid: i for i, tid in enumerate(order)}
-    parents: list[list[int]] = []
-    for tid in order:
-        deps = dependencies[tid]
-        if isinstance(deps, str):
-            raise ValueError(
-                f"dependencies of task {tid!r} must be a collection of ids, not the string {deps!r}"
-            )
-        ps = []
-        for dep in dict.fromkeys(deps):  # drops repeats in O(degree), keeps the order
-            j = index.get(dep)
-            if j is None:
-                raise ValueError(f"task {tid!r} depends on unknown task {dep!r}")
-            ps.append(j)
-        parents.append(ps)
-    return order, parents
-
-
-def _topological(
-    order: list[str], parents: list[list[int]]
-) -> tuple[list[int], list[tuple[int, ...]]]:
-    """Kahn's algorithm over indices: (a topological order, children tuples) or CycleError."""
-    n = len(order)
-    children: list[list[int]] = [[] for _ in range(n)]
-    missing = [len(p) for p in parents]
-    for i, ps in enumerate(parents):
-        for p in ps:
-            children[p].append(i)  # children end up in the given order
-    stack = [i for i in range(n) if not missing[i]]
-    out: list[int] = []
-    while stack:
-        i = stack.pop()
-        out.append(i)
-        for c in children[i]:
-            missing[c] -= 1
-            if not missing[c]:
-                stack.append(c)
-    if len(out) < n:
-        raise CycleError(_find_cycle(order, parents, missing))
-    # tuples of ints drop out of the garbage collector's tracking, lists never do: a
-    # scheduler lives as long as its run, and ten thousand tracked lists make the
-    # collector's full passes slower for everything else in the process
-    return out, [tuple(c) if c else () for c in children]
-
-
-def _find_cycle(order: list[str], parents: list[list[int]], missing: list[int]) -> list[str]:
-    """Every task Kahn left has a dependency also left: follow them until one repeats."""
-    left = {i for i in range(len(order)) if missing[i]}
-    seen: dict[int, int] = {}
-    path: list[int] = []
-    node = min(left)
-    while node not in seen:
-        seen[node] = len(path)
-        path.append(node)
-        node = next(p for p in parents[node] if p in left)
-    cycle = path[seen[node] :]
-    cycle.reverse()  # each one a dependency of the next
-    first = cycle.index(min(cycle))  # start at the task given first: the same cycle, same text
-    names = [order[i] for i in cycle[first:] + cycle[:first]]
-    return [*names, names[0]]
-
-
-def _levels(
-    order: list[str], parents: list[list[int]], topo: list[int], durations: Mapping[str, float]
-) -> list[float]:
-    """Bottom level of every task, by index: one pass in reverse topological order."""
-    level = [0.0] * len(order)
-    below = [0.0] * len(order)  # the best level among the task's children seen so far
-    for i in reversed(topo):
-        level[i] = here = float(durations.get(order[i]) or 0.0) + below[i]
-        for p in parents[i]:
-            if here > below[p]:
-                below[p] = here
-    return level
-
-
-def bottom_levels(
-    dependencies: Mapping[str, Iterable[str]], durations: Mapping[str, float]
-) -> dict[str, float]:
-    """Longest chain of durations from each task to any sink, its own included. O(V+E).
-
-    This is HEFT's "upward rank": starting the task with the largest bottom level
-    first keeps the critical path moving. Tasks missing from ``durations`` count 0.
-    """
-    order, parents = _index_parents(dependencies)
-    topo, _children = _topological(order, parents)
-    level = _levels(order, parents, topo, durations)
-    return {tid: level[i] for i, tid in enumerate(order)}
-
-
-def default_priorities(
-    dependencies: Mapping[str, Iterable[str]],
-    durations: Mapping[str, float],
-    explicit: Mapping[str, float | None] | None = None,
-) -> dict[str, tuple[float, float]]:
-    """Critical path first: ``(explicit priority or 0, bottom level)`` per task, higher first.
-
-    The explicit priority compares first, so a user's priority overrides the
-    critical path and the bottom level only breaks ties among equals.
-    """
-    levels = bottom_levels(dependencies, durations)
-    explicit = explicit or {}
-    return {tid: (float(explicit.get(tid) or 0.0), level) for tid, level in levels.items()}
-
-
-def _ranks(order: list[str], values: list[Any]) -> list[int]:
-    """Each task's position when sorted by priority, highest first, ties in the given order."""
-    try:
-        # reverse=True keeps equal keys in their original order (sort stability)
-        ranked = sorted(range(len(order)), key=values.__getitem__, reverse=True)
-    except TypeError:
-        raise ValueError(
-            "priorities must be comparable with each other (numbers, or tuples of numbers of "
-            "one length)"
-        ) from None
-    rank = [0] * len(order)
-    for r, i in enumerate(ranked):
-        rank[i] = r
-    return rank
-
-
-def _zero_like(value: Any) -> Any:
-    """The priority of a task given none: 0, or a tuple of zeros shaped like the others."""
-    return tuple(_zero_like(v) for v in value) if isinstance(value, tuple) else 0
-
-
-def _check_ids(what: str, ids: Iterable[str], index: Mapping[str, int]) -> None:
-    for tid in ids:
-        if tid not in index:
-            raise ValueError(f"{what} names unknown task {tid!r}")
 
 
 # --- the scheduler -----------------------------------------------------------------------
@@ -295,8 +155,8 @@ class Scheduler:
         completed: Iterable[str] = (),
         gated: Iterable[str] = (),
     ) -> None:
-        order, parents = _index_parents(dependencies)
-        topo, self._children = _topological(order, parents)
+        order, parents = index_parents(dependencies)
+        topo, self._children = topological(order, parents)
         n = len(order)
         index = {tid: i for i, tid in enumerate(order)}
         self._ids = order
@@ -348,7 +208,7 @@ class Scheduler:
         index: Mapping[str, int],
     ) -> None:
         """Group tasks by what they hold while running: one ready heap per distinct need."""
-        _check_ids("resources", resources, index)
+        check_ids("resources", resources, index)
         workers = WORKERS in capacities
         plain = ((WORKERS, 1),) if workers else ()
         classes: dict[tuple[tuple[str, int], ...], int] = {plain: 0}
@@ -379,19 +239,19 @@ class Scheduler:
         durations: Mapping[str, float] | None,
     ) -> list[int]:
         if priority:
-            _check_ids("priority", priority, index)
+            check_ids("priority", priority, index)
         if durations is not None:
-            level = _levels(order, parents, topo, durations)
+            level = levels(order, parents, topo, durations)
             if not priority:
-                return _ranks(order, level)
+                return ranks(order, level)
             boost = [float(priority.get(tid) or 0.0) for tid in order]
-            return _ranks(order, list(zip(boost, level, strict=True)))
+            return ranks(order, list(zip(boost, level, strict=True)))
         if not priority:
             return list(range(len(order)))
         given = [v for v in priority.values() if v is not None]
-        default = _zero_like(given[0]) if given else 0
+        default = zero_like(given[0]) if given else 0
         values = [priority.get(tid) for tid in order]
-        return _ranks(order, [default if v is None else v for v in values])
+        return ranks(order, [default if v is None else v for v in values])
 
     @staticmethod
     def _retry_budget(
@@ -401,7 +261,7 @@ class Scheduler:
             if retries < 0:
                 raise ValueError(f"retries must be at least 0, not {retries}")
             return [retries] * len(order)
-        _check_ids("retries", retries, index)
+        check_ids("retries", retries, index)
         for tid, extra in retries.items():
             if extra < 0:
                 raise ValueError(f"retries of task {tid!r} must be at least 0, not {extra}")

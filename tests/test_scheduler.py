@@ -7,13 +7,8 @@ import itertools
 
 import pytest
 
-from orchestra_nb._scheduler import (
-    CycleError,
-    Failure,
-    Scheduler,
-    bottom_levels,
-    default_priorities,
-)
+from orchestra_nb._dag import CycleError, bottom_levels, default_priorities
+from orchestra_nb._scheduler import Failure, Scheduler
 
 DIAMOND = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
 
