@@ -187,5 +187,5 @@ def test_tickets_from_records_are_checked():
 def test_only_an_openai_compatible_client_can_batch():
     from orchestra_nb.llm import ScriptedLLM
 
-    with pytest.raises(ConfigError, match="needs an OpenAI-compatible client"):
+    with pytest.raises(ConfigError, match="needs an OpenAI-compatible LLM"):
         BatchLLM(ScriptedLLM(["an answer"]))  # type: ignore[arg-type]

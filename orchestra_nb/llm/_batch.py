@@ -128,14 +128,14 @@ class BatchLLM(UsageCounter):
         *,
         window: float = 0.5,
         max_requests: int = MAX_REQUESTS,
-        poll_every: float = 5.0,
+        poll_every: float = 1.0,
         max_poll: float = 60.0,
         discount: float = BATCH_DISCOUNT,
     ) -> None:
         if not isinstance(llm, OpenAILLM):
             raise ConfigError(
-                f"the Batch API needs an OpenAI-compatible client (OpenAILLM), not "
-                f"{type(llm).__name__}: batches run at the provider"
+                f"the Batch API (llm_batch=True, --batch) needs an OpenAI-compatible LLM "
+                f"(OpenAILLM), not {type(llm).__name__}: batches run at the provider"
             )
         for name, value in (("window", window), ("poll_every", poll_every)):
             if not isinstance(value, int | float) or value < 0:
