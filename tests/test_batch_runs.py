@@ -5,6 +5,7 @@ real process killed while its batch is pending."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -18,6 +19,7 @@ from orchestra_nb import ConfigError, Task, TaskGraph
 from orchestra_nb.llm import ScriptedLLM
 from orchestra_nb.store import open_store
 from tests.support import batch_child
+from tests.support.cli import run_cli
 from tests.support.llm_server import LLMServer, Reply, default_responder, error_body
 
 
@@ -264,3 +266,34 @@ async def _record(store_url: str, run_id: str):
         return await store.load_run(run_id)
     finally:
         await store.close()
+
+
+def _plan_file(tmp_path) -> str:
+    plan = {"subtasks": [{"id": "a", "name": "One"}, {"id": "b", "name": "Two"}]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    return "plan.json"
+
+
+def test_the_cli_runs_a_plan_through_the_batch_api(llm_server, tmp_path):
+    store = f"sqlite:///{tmp_path}/r.db"
+    env = {"OPENAI_BASE_URL": llm_server.url}
+    done = run_cli("run", _plan_file(tmp_path), "--llm", "openai:test-model", "--batch",
+                   "--store", store, "--run-id", "b1", cwd=tmp_path, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "run b1: finished · 2/2 done" in done.stdout
+    assert len(llm_server.batches) == 1 and llm_server.requests == []
+
+
+def test_the_cli_names_the_fallback_when_the_server_has_no_batch_api(tmp_path):
+    with LLMServer(batch_api=False) as server:
+        env = {"OPENAI_BASE_URL": server.url}
+        failed = run_cli("run", _plan_file(tmp_path), "--llm", "openai:test-model", "--batch",
+                         "--store", "memory://", cwd=tmp_path, env=env)  # fmt: skip
+        host = server.url.split("//")[1].split("/")[0]
+    assert failed.returncode == 1
+    expected = (
+        f"  failed a, b: the LLM server at {host} has no Batch API (/v1/files: 404); run "
+        "without --batch to send plain requests\n"
+    )
+    assert expected in failed.stdout
+    assert "Traceback" not in failed.stderr
