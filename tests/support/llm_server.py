@@ -424,7 +424,10 @@ class LLMServer:
                     self._send(
                         429,
                         error_body("rate limit reached", "rate_limit_error"),
-                        {"Retry-After": str(max(1, math.ceil(wait)))},
+                        {
+                            "Retry-After": str(max(1, math.ceil(wait))),
+                            "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
+                        },
                     )
                     return
                 if server.reject_json_schema and "response_format" in request:
