@@ -378,7 +378,10 @@ class Actions:
             return None
         from .llm import describe_llm
 
-        return describe_llm(self.llm_spec)
+        described = describe_llm(self.llm_spec)
+        if described is not None and self.llm_batch:
+            described["batch"] = "yes"  # answered through the provider's Batch API
+        return described
 
     def has_llm(self) -> bool:
         """Whether an LLM is configured (given, or found in the environment)."""

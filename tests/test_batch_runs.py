@@ -76,6 +76,8 @@ async def test_batched_results_are_cached_for_plain_runs(llm_server, tmp_path):
     assert llm_server.requests == []
     header = (await _record(store, first.id)).header
     assert header["options"]["llm_batch"] is True
+    assert header["llm"] == {"kind": "openai", "model": "test-model", "host": "127.0.0.1",
+                             "batch": "yes"}  # fmt: skip
 
 
 async def test_a_failed_line_fails_its_task_and_the_rest_go_on():
@@ -148,6 +150,7 @@ async def test_llm_batch_wraps_the_runs_openai_client(llm_server):
     run = await onb.run(TaskGraph([Task("a")]), llm=llm, llm_batch=True, store="memory://")
     assert run.state == "finished", run.errors
     assert len(llm_server.batches) == 1 and llm_server.requests == []
+    assert run.llm_source["batch"] == "yes"
 
 
 async def test_dependents_start_as_their_own_batch_comes_back():
@@ -203,6 +206,20 @@ async def test_a_cancelled_run_resumes_into_the_same_batch(llm_server, tmp_path)
     await resumed
     assert resumed.state == "finished", resumed.errors
     assert [len(b.lines) for b in llm_server.batches.values()] == [2, 1]  # p0+p1 sent once
+
+
+async def test_resume_can_switch_to_plain_requests(llm_server, tmp_path):
+    store = f"sqlite:///{tmp_path}/r.db"
+    llm_server.batch_hold = lambda lines: True  # a batch that does not come back
+    run = onb.start(fan_in(2), llm=fast(llm_server), store=store, run_id="switch")
+    await until(lambda: run.status["p0"] == "batched", "the batch")
+    run.cancel()
+    await run
+    plain = onb.OpenAILLM("test-model", base_url=llm_server.url)
+    resumed = await onb.resume("switch", llm=plain, store=store, llm_batch=False)
+    assert resumed.state == "finished", resumed.errors
+    assert resumed.options.llm_batch is False
+    assert len(llm_server.requests) == 3 and len(llm_server.batches) == 1
 
 
 async def test_a_killed_process_waiting_on_a_batch_resumes_without_resubmitting(

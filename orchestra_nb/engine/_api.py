@@ -10,6 +10,7 @@ a store outage). ``rollback`` shows an earlier run as it ended, from its record.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -148,7 +149,7 @@ def start(
         approval_timeout=approval_timeout,
         on_failure=on_failure,
         max_replans=max_replans,
-        llm_batch=llm_batch or _is_batch_llm(llm),
+        llm_batch=llm_batch,
     )
     return _begin(
         graph,
@@ -321,7 +322,7 @@ async def start_resume(
         "timeout": timeout,
         "run_timeout": run_timeout,
         "on_failure": on_failure,
-        "llm_batch": True if _is_batch_llm(llm) else llm_batch,
+        "llm_batch": llm_batch,
     }
     if isinstance(run_or_id, Run):
         previous = run_or_id
@@ -425,6 +426,8 @@ def _begin(
         llm_batch=options.llm_batch,
     )
     actions.check(graph)  # unknown kinds, missing functions, no LLM configured: fail now
+    if actions.llm_batch and not options.llm_batch:  # given a BatchLLM: recorded for resume
+        options = dataclasses.replace(options, llm_batch=True)
     if options.on_failure == "replan" and replanner is None and not actions.has_llm():
         raise RunError(
             "on_failure='replan' needs an LLM to replan with: pass llm=... (or on_failure='skip')"
@@ -460,15 +463,6 @@ def _begin(
     if wants_bar(progress):
         ProgressBar(handle)
     return handle
-
-
-def _is_batch_llm(llm: Any) -> bool:
-    """Whether ``llm`` is a ``BatchLLM`` (its user wants the Batch API)."""
-    if llm is None or isinstance(llm, str):
-        return False
-    from ..llm import BatchLLM
-
-    return isinstance(llm, BatchLLM)
 
 
 def _default_replanner(actions: Actions) -> Replanner | None:
