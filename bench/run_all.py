@@ -12,6 +12,7 @@ SCRIPTS = [
     "makespan.py",
     "cached_rerun.py",
     "llm_fanout.py",
+    "batch.py",
     "widget.py",
     "dask_bench.py",
     "parse.py",

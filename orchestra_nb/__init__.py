@@ -53,6 +53,7 @@ _LAZY: dict[str, str] = {
     "Completion": ".llm",
     "Usage": ".llm",
     "OpenAILLM": ".llm",
+    "BatchLLM": ".llm",
     "ReplayLLM": ".llm",
     "RateLimit": ".llm",
     "decompose": "._decompose",
@@ -73,6 +74,7 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "LLM",
     "AllowedParams",
+    "BatchLLM",
     "Completion",
     "ConfigError",
     "CriticalPath",
@@ -165,5 +167,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         start_resume,
     )
     from .jupyter import load_ipython_extension, unload_ipython_extension
-    from .llm import LLM, AllowedParams, Completion, OpenAILLM, RateLimit, ReplayLLM, Usage
+    from .llm import (
+        LLM,
+        AllowedParams,
+        BatchLLM,
+        Completion,
+        OpenAILLM,
+        RateLimit,
+        ReplayLLM,
+        Usage,
+    )
     from .store import ResultStore, StoredResult, open_store

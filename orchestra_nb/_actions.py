@@ -12,6 +12,12 @@ widgets.
 A plan may come from a model, so an LLM task's ``params`` reach its request
 only through the LLM client's allow-list (``AllowedParams``): checked for the
 whole graph before a run starts, and again for each call.
+
+With ``llm_batch`` an LLM task's request goes through the provider's Batch API
+(``BatchLLM``) instead: the task tells its run through the ``TaskContext`` when
+the request waits for a batch (``park``: its slot can go to another task) and
+which batch it went in (``batched``: the run records the ticket, so a resumed
+run waits for that batch instead of sending the request again).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._cache import callable_name, code_version, graph_keys
 from ._errors import OrchestraError, RunError
@@ -34,7 +40,7 @@ from .store._reference import resolve
 
 if TYPE_CHECKING:
     from ._plan import Task, TaskGraph
-    from .llm import LLM, Usage
+    from .llm import LLM, BatchLLM, Usage
     from .store import ResultStore
 
 Runner = Callable[["Task", dict[str, Any]], Any]
@@ -105,9 +111,22 @@ def _as_task_functions(functions: Any) -> dict[str, TaskFunction]:
 # --- per-call context -------------------------------------------------------------------
 
 
+class BatchHooks(Protocol):
+    """What a run does when a task's request goes to the provider's Batch API."""
+
+    def park(self, task_id: str) -> None:
+        """The task waits on work outside the run: its slot can go to another task."""
+        ...
+
+    def batched(self, task_id: str, attempt: int, ticket: Mapping[str, str]) -> None:
+        """The task's request is in a provider batch (``ticket``: batch_id, custom_id)."""
+        ...
+
+
 @dataclass(slots=True)
 class TaskContext:
-    """Handed to actions: who is running and where token usage goes."""
+    """Handed to actions: who is running, where token usage goes, and (for requests sent
+    in a provider batch) how to tell the run."""
 
     run_id: str
     task: Task
@@ -115,9 +134,21 @@ class TaskContext:
     goal: str | None = None
     usage: Usage | None = None
     key: str | None = None  # the task's cache key (where its result is stored)
+    batch: Mapping[str, Any] | None = None  # the batch a stopped run left this task in
+    hooks: BatchHooks | None = None
 
     def add_usage(self, usage: Usage) -> None:
         self.usage = usage if self.usage is None else self.usage + usage
+
+    def park(self) -> None:
+        """The task's request waits for a provider batch: its slot can go to another."""
+        if self.hooks is not None:
+            self.hooks.park(self.task.id)
+
+    def batched(self, ticket: Mapping[str, str]) -> None:
+        """The task's request went into a provider batch (recorded for ``resume``)."""
+        if self.hooks is not None:
+            self.hooks.batched(self.task.id, self.attempt, ticket)
 
 
 # --- turning results into text -----------------------------------------------------------
@@ -303,10 +334,19 @@ class Actions:
         input_budget: int = DEFAULT_INPUT_BUDGET,
         local: LocalExecutor | None = None,
         executor: Executor | None = None,
+        llm_batch: bool = False,
     ) -> None:
         self.runner = runner
         self._llm_spec = llm
         self._llm: LLM | None = llm if llm is not None and not isinstance(llm, str) else None
+        self._batch: BatchLLM | None = None
+        self._owns_batch = False
+        if self._llm is not None:
+            from .llm import BatchLLM
+
+            if isinstance(self._llm, BatchLLM):  # tasks batch; replanning asks plainly
+                self._batch, self._llm = self._llm, self._llm.llm
+        self.llm_batch = llm_batch or self._batch is not None
         self.functions = {**_REGISTRY, **_as_task_functions(functions)}
         self.goal = goal
         self.input_budget = input_budget
@@ -327,6 +367,8 @@ class Actions:
     @property
     def llm_spec(self) -> LLM | str | None:
         """What to pass to a later run to get the same LLM."""
+        if self._batch is not None and not self._owns_batch:
+            return self._batch
         return self._llm if self._llm is not None else self._llm_spec
 
     def llm_source(self) -> dict[str, str] | None:
@@ -336,7 +378,10 @@ class Actions:
             return None
         from .llm import describe_llm
 
-        return describe_llm(self.llm_spec)
+        described = describe_llm(self.llm_spec)
+        if described is not None and self.llm_batch:
+            described["batch"] = "yes"  # answered through the provider's Batch API
+        return described
 
     def has_llm(self) -> bool:
         """Whether an LLM is configured (given, or found in the environment)."""
@@ -355,6 +400,19 @@ class Actions:
 
             self._llm = llm_from_spec(self._llm_spec)  # ConfigError when nothing is configured
         return self._llm
+
+    @property
+    def batch(self) -> BatchLLM | None:
+        """The Batch API client LLM tasks send their requests through (``llm_batch``), or
+        None. ``ConfigError`` when the LLM cannot batch (batches run at the provider)."""
+        if not self.llm_batch:
+            return None
+        if self._batch is None:
+            from .llm import BatchLLM
+
+            self._batch = BatchLLM(self.llm)  # type: ignore[arg-type]
+            self._owns_batch = True
+        return self._batch
 
     def check(self, graph: TaskGraph) -> None:
         """Refuse, before anything runs, a graph some task of which cannot run."""
@@ -378,6 +436,7 @@ class Actions:
             raise RunError("; ".join(problems[:5]) + hint)
         if any(t.kind == "llm" for t in graph.tasks.values()):
             self.llm  # noqa: B018 - resolve now: a missing API key fails before the run
+            self.batch  # noqa: B018 - and an LLM that cannot batch, when asked to
             for task in graph.tasks.values():
                 if task.kind == "llm":
                     self.request_params(task)  # PlanError naming the task
@@ -418,7 +477,10 @@ class Actions:
         return await resolve(self.store, values)
 
     async def aclose(self) -> None:
-        """Stop the local threads (a call still running in one is abandoned)."""
+        """Stop the local threads (a call still running in one is abandoned) and the
+        Batch API client these actions made (batches go on at the provider)."""
+        if self._batch is not None and self._owns_batch:
+            await self._batch.aclose()
         await self.local.aclose()
 
     def cache_keys(self, graph: TaskGraph) -> dict[str, str]:
@@ -456,7 +518,17 @@ class Actions:
         messages = llm_messages(
             task, inputs, goal=self.goal, names=self.names, input_budget=self.input_budget
         )
-        if self.remote(task):  # an LLM call made by a cluster worker (usage stays there)
+        batch = self.batch
+        if batch is not None:  # answered at the provider: nothing to ship to a cluster worker
+            completion = await batch.send(
+                messages,
+                custom_id=ctx.key,  # the cache key: equal requests, equal ids
+                ticket=ctx.batch,
+                on_queued=ctx.park,
+                on_batched=ctx.batched,
+                **params,
+            )
+        elif self.remote(task):  # an LLM call made by a cluster worker (usage stays there)
             return await self.executor.submit(
                 remote_completion,
                 {"llm": self.llm, "messages": messages, "params": params},
@@ -465,7 +537,8 @@ class Actions:
                 store_url=self.store_url,
                 signing_key=self.signing_key,
             )
-        completion = await self.llm.complete(messages, **params)
+        else:
+            completion = await self.llm.complete(messages, **params)
         ctx.add_usage(completion.usage)
         check_answer_size(completion.text, f"the answer to task {task.id!r}")
         return Markdown(completion.text)

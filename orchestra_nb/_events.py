@@ -22,6 +22,7 @@ EventKind = Literal[
     "approved",
     "rejected",
     "started",
+    "batched",
     "retrying",
     "done",
     "cached",
@@ -41,6 +42,7 @@ STATUS_AFTER: Mapping[str, str] = {
     "approved": "ready",
     "rejected": "skipped",
     "started": "running",
+    "batched": "batched",
     "retrying": "waiting",
     "done": "done",
     "cached": "cached",
@@ -56,9 +58,9 @@ class Event(NamedTuple):
 
     ``time`` is seconds since the run started (monotonic clock); ``task_id`` is
     None for run-level events. ``data`` carries kind-specific details: the retry
-    delay for ``retrying``, token counts for ``done``, the final counts for
-    ``run_finished``. (A NamedTuple: immutable and cheap to make — a run emits
-    three per task.)
+    delay for ``retrying``, the ``batch_id`` and ``custom_id`` for ``batched``,
+    token counts for ``done``, the final counts for ``run_finished``. (A
+    NamedTuple: immutable and cheap to make — a run emits three per task.)
     """
 
     kind: EventKind

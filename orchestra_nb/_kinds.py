@@ -10,6 +10,7 @@ while the store was unreachable)::
 
     pending ─► ready ─► running ─► done
       │  │       ▲        │
+      │  │       │        ├─► batched ─► done | failed       (in a provider batch; no slot)
       │  │       │        ├─► waiting ─► ready               (a retry after a backoff)
       │  │       │        ├─► failed ─► descendants skipped
       │  │       │        └─► unsaved                         (store down; kept in memory)
@@ -75,6 +76,12 @@ STATUSES: Mapping[str, Status] = MappingProxyType(
             ),
             Status("ready", "ready", False, "queued for a free worker"),
             Status("running", "running", False, "executing now"),
+            Status(
+                "batched",
+                "batched",
+                False,
+                "sent in a provider batch (Batch API); its answer comes when the batch is done",
+            ),
             Status("waiting", "retrying", False, "failed; waiting to retry after a backoff"),
             Status("done", "done", True, "computed in this run"),
             Status("cached", "cached", True, "result taken from the store; nothing ran"),

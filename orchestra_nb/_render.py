@@ -34,6 +34,7 @@ STATUS_STYLE: Mapping[str, Mapping[str, str]] = {
     "awaiting_approval": {"fillcolor": "#ede9fe", "color": "#7c3aed", "fontcolor": "#4c1d95"},
     "ready": {"fillcolor": "#e0f2fe", "color": "#0ea5e9", "fontcolor": "#0c4a6e"},
     "running": {"fillcolor": "#fef3c7", "color": "#d97706", "fontcolor": "#78350f"},
+    "batched": {"fillcolor": "#e0e7ff", "color": "#4f46e5", "fontcolor": "#312e81"},
     "waiting": {"fillcolor": "#ffedd5", "color": "#ea580c", "fontcolor": "#7c2d12"},
     "done": {"fillcolor": "#dcfce7", "color": "#16a34a", "fontcolor": "#14532d"},
     "cached": {"fillcolor": "#ccfbf1", "color": "#0d9488", "fontcolor": "#134e4a"},
@@ -138,7 +139,16 @@ def to_graphviz(
 
 
 #: The statuses the legend explains, in the order a run goes through them.
-LEGEND_STATUSES = ("pending", "running", "done", "cached", "failed", "skipped", "cancelled")
+LEGEND_STATUSES = (
+    "pending",
+    "running",
+    "batched",
+    "done",
+    "cached",
+    "failed",
+    "skipped",
+    "cancelled",
+)
 _KIND_WORDS = {"llm": "LLM step", "python": "Python function", "report": "report"}
 
 

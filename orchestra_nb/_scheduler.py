@@ -12,6 +12,7 @@ A task moves through these states::
        │         ▲  ▲      │
        │         │  │      ├─► waiting ─► (requeue) ─► ready     retries left
        │         │  │      ├─► failed                            descendants ─► skipped
+       │         │  │      ├─► running, parked (its slots freed)  waits outside the run
        │         │  │      └─► held (defer: handed back)
        └─► held ─┘  └── (release)                                a *gated* task is held
                                                                  instead of becoming ready
@@ -20,7 +21,10 @@ A task moves through these states::
 A *gated* task (``gated=``, ``gate()``) that has all its dependencies done is
 ``held`` rather than ready: it takes no slot and waits for ``release()``
 (someone approved it) or ``cancel()`` (someone rejected it). ``defer()`` hands
-a task just taken from ``get_ready`` back as held, freeing its slot. ``add()``
+a task just taken from ``get_ready`` back as held, freeing its slot. ``park()``
+frees the slots of a running task that waits on work outside the run (a request
+in a provider's batch, answered in minutes or hours): it stays running, and its
+``done``/``failed`` frees nothing more. ``add()``
 grows the graph while it runs (a plan still being written): new tasks may
 depend on any known task, so no cycle can form.
 
@@ -136,6 +140,7 @@ class Scheduler:
         "_needs",
         "_newly_held",
         "_next_rank",
+        "_parked",
         "_rank",
         "_retries",
         "_state",
@@ -170,6 +175,7 @@ class Scheduler:
         self._next_rank = n
         self._retries = self._retry_budget(order, retries, index)
         self._gated = [False] * n
+        self._parked = [False] * n
         self._newly_held: list[str] = []
         for tid in gated:
             self._gated[self._i(tid)] = True
@@ -483,6 +489,18 @@ class Scheduler:
         self._move(i, "held")
         self._newly_held.append(task_id)
 
+    def park(self, task_id: str) -> None:
+        """A running task now waits on work outside the run: its slots go back to the
+        pools (others may start) while it stays running until ``done``/``failed``."""
+        i = self._running(task_id)
+        if not self._parked[i]:
+            self._release(i)
+            self._parked[i] = True
+
+    def is_parked(self, task_id: str) -> bool:
+        """Whether a running task gave its slots back (``park``)."""
+        return self._parked[self._i(task_id)]
+
     # --- growing the graph ------------------------------------------------------------------
 
     def add(
@@ -563,6 +581,7 @@ class Scheduler:
             self._retries.append(budget if budget is not None else retries.get(tid, 0))  # type: ignore[union-attr]
             self._attempts.append(0)
             self._gated.append(tid in gates)
+            self._parked.append(False)
             state.append("pending")
             counts["pending"] += 1
             left = 0
@@ -614,6 +633,9 @@ class Scheduler:
         heapq.heappush(self._heaps[self._class_of[i]], self._rank[i] << 32 | i)
 
     def _release(self, i: int) -> None:
+        if self._parked[i]:  # gave its slots back already
+            self._parked[i] = False
+            return
         in_use = self._in_use
         for p, u in self._needs[self._class_of[i]]:
             in_use[p] -= u

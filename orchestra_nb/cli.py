@@ -164,6 +164,12 @@ def _parser() -> _Parser:
     )
     run.add_argument("--run-id", help="id for the run (default: time-based)")
     run.add_argument("--no-cache", action="store_true", help="recompute every task")
+    run.add_argument(
+        "--batch",
+        action="store_true",
+        help="send LLM tasks through the provider's Batch API: cheaper, answered within 24 h; "
+        "tasks ready together go in one batch, and resume waits for batches already sent",
+    )
 
     resume = command("resume", "finish a recorded run that was interrupted")
     resume.add_argument("run_id", help="the run's id (see: orchestra-nb runs)")
@@ -175,6 +181,13 @@ def _parser() -> _Parser:
         metavar="N",
         type=_at_least(1),
         help="tasks running at once (default: as recorded)",
+    )
+    resume.add_argument(
+        "--batch",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="LLM tasks through the provider's Batch API, or (--no-batch) as plain requests "
+        "(default: as recorded)",
     )
     resume.add_argument(
         "--out", metavar="DIR", type=Path, help="write the report and results to this folder"
@@ -496,6 +509,7 @@ async def _run(session: _Session) -> int:
         refresh=args.no_cache,
         run_id=args.run_id,
         progress=False,  # ours counts honestly when interrupted (see _progress.py)
+        llm_batch=args.batch,
     )
     return await _follow(session, run)
 
@@ -513,6 +527,8 @@ async def _resume(session: _Session) -> int:
         session.replayed = _is_replay(options["llm"])
     if args.max_workers is not None:
         options["max_workers"] = args.max_workers
+    if args.batch is not None:
+        options["llm_batch"] = args.batch
     run = await start_resume(args.run_id, store=store, **options)
     return await _follow(session, run)
 
@@ -592,10 +608,14 @@ def _finish(session: _Session, out: Path | None) -> int:
     run = session.run
     assert run is not None
     _say(_summary(run, session.replayed))
+    failures: dict[str, list[str]] = {}  # reason -> tasks: one line per distinct reason
     for tid, error in run.errors.items():
         if run.status.get(tid) == "failed":
-            reason = printable(cli_hint(error), one_line=True)
-            _say(f"  failed {printable(tid, one_line=True)}: {reason}")
+            failures.setdefault(printable(cli_hint(error), one_line=True), []).append(tid)
+    for reason, tids in failures.items():
+        shown = ", ".join(printable(tid, one_line=True) for tid in tids[:3])
+        more = f" and {len(tids) - 3} more" if len(tids) > 3 else ""
+        _say(f"  failed {shown}{more}: {reason}")
     if out is not None:
         _print_written(export_run(run, out))
     if not run.ok:
@@ -671,6 +691,7 @@ _CLI_HINTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bllm='([^']*)'"), r"--llm \1"),
     (re.compile(r"\bmode='([^']*)'"), r"--mode \1"),
     (re.compile(r"\bstore='([^']*)'"), r"--store \1"),
+    (re.compile(r" \(llm_batch=False\)"), ""),
     (
         re.compile(r"register (them|functions|[\w, ]+?) with @orchestra_nb\.task_function"),
         r"load the file that defines \1 with --functions FILE.py",

@@ -189,6 +189,39 @@ def test_pool_of_one_serializes_its_tasks_without_blocking_others():
     assert s.get_ready() == ["g3"]
 
 
+def test_a_parked_task_gives_its_slots_back_and_stays_running():
+    deps = {"a": [], "b": [], "c": [], "d": ["a"]}
+    s = Scheduler(deps, resources={"a": {"llm": 1}}, pools={"llm": 1}, max_workers=2)
+    assert s.get_ready() == ["a", "b"]
+    s.park("a")  # its request waits in a provider's batch
+    s.park("a")  # parking twice frees nothing more
+    assert s.snapshot().in_use == {"llm": 0, "workers": 1}
+    assert s.state("a") == "running" and s.is_parked("a")
+    assert s.get_ready() == ["c"]
+    assert s.done("a") == ["d"]  # done frees nothing more: the slots went back at park
+    assert s.snapshot().in_use == {"llm": 0, "workers": 2}
+    assert not s.is_parked("a")
+    assert s.get_ready() == []
+    s.done("b")
+    assert s.get_ready() == ["d"]
+
+
+def test_a_parked_task_that_fails_or_is_cancelled_frees_nothing_twice():
+    s = Scheduler({"a": [], "b": [], "c": []}, max_workers=2, retries=1)
+    assert s.get_ready() == ["a", "b"]
+    s.park("a")
+    s.park("b")
+    assert s.snapshot().in_use == {"workers": 0}
+    assert s.failed("a").retry
+    assert s.cancel("b") == ()
+    assert s.snapshot().in_use == {"workers": 0}
+    s.requeue("a")
+    assert s.get_ready() == ["a", "c"]  # a's retry holds a slot again until parked again
+    assert s.snapshot().in_use == {"workers": 2}
+    with pytest.raises(ValueError, match="'b' is not running"):
+        s.park("b")
+
+
 def test_no_head_of_line_blocking_behind_a_full_pool():
     deps = {**{f"llm{i}": [] for i in range(4)}, "py": []}
     resources = {f"llm{i}": {"llm": 1} for i in range(4)}

@@ -51,6 +51,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def setup(self, deps, data):
         draw = data.draw
         self.newly_held = set()
+        self.parked = set()  # running tasks that gave their slots back
         self.deps = deps
         self.ids = list(deps)
         self.children = {t: [c for c in self.ids if t in deps[c]] for t in self.ids}
@@ -114,7 +115,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         if self.max_workers is not None:
             used["workers"] = 0
         for t in self.ids:
-            if self.state[t] == "running":
+            if self.state[t] == "running" and t not in self.parked:
                 for p, u in self.need(t).items():
                     used[p] += u
         return used
@@ -191,6 +192,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         tid = data.draw(st.sampled_from(self.in_state("running")))
         became_ready = self.s.done(tid)
         self.state[tid] = "done"
+        self.parked.discard(tid)
         assert became_ready == self.promote()
         assert set(became_ready) <= set(self.children[tid])
         self.check_held()
@@ -201,6 +203,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.steps += 1
         tid = data.draw(st.sampled_from(self.in_state("running")))
         outcome = self.s.failed(tid, retryable=retryable)
+        self.parked.discard(tid)
         attempt = self.attempts[tid]
         if retryable and attempt <= self.retries[tid]:
             self.state[tid] = "waiting"
@@ -225,6 +228,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.steps += 1
         tid = data.draw(st.sampled_from(self.ids))
         skipped = self.s.cancel(tid)
+        self.parked.discard(tid)
         if self.state[tid] in TERMINAL:
             assert skipped == ()
         else:
@@ -258,11 +262,21 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.steps += 1
         tid = data.draw(st.sampled_from(self.in_state("running")))
         self.s.defer(tid)
+        self.parked.discard(tid)
         self.state[tid] = "held"
         self.attempts[tid] -= 1
         self.gated.add(tid)
         self.newly_held.add(tid)
         self.check_held()
+
+    @precondition(lambda self: self.s.count("running") > 0)
+    @rule(data=st.data())
+    def park(self, data):
+        self.steps += 1
+        tid = data.draw(st.sampled_from(self.in_state("running")))
+        self.s.park(tid)
+        self.parked.add(tid)
+        assert self.s.is_parked(tid)
 
     @precondition(lambda self: len(self.ids) < 24)
     @rule(data=st.data())
@@ -312,6 +326,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def cancel_all(self):
         expected = tuple(t for t in self.ids if self.state[t] not in TERMINAL)
         assert self.s.cancel_all() == expected
+        self.parked.clear()
         for t in expected:
             self.state[t] = "cancelled"
 
@@ -352,7 +367,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         for pool, used in in_use.items():
             assert 0 <= used <= self.capacity(pool)
         if self.max_workers is not None:
-            assert self.s.count("running") <= self.max_workers
+            assert self.s.count("running") - len(self.parked) <= self.max_workers
 
     @invariant()
     def skipped_only_below_a_failed_or_cancelled_task(self):

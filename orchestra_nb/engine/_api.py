@@ -10,6 +10,7 @@ a store outage). (``history`` and ``rollback``, which only read, are in ``_histo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -73,6 +74,7 @@ def start(
     max_replans: int = 2,
     replanner: Replanner | None = None,
     growing: bool = False,
+    llm_batch: bool = False,
 ) -> Run:
     """Start running ``graph`` on the running event loop; return the live ``Run`` at once.
 
@@ -122,6 +124,10 @@ def start(
       your own ``async (RevisionRequest) -> TaskGraph`` instead.
     - ``growing``: the plan is still being written — add tasks with
       ``await run.extend(tasks)`` and end it with ``run.seal()``.
+    - ``llm_batch``: send LLM tasks' requests through the provider's Batch API
+      (cheaper, answered within 24 h): tasks ready together go in one batch, show as
+      ``batched`` (holding no worker slot) and a resumed run waits for the same
+      batches. Implied when ``llm`` is a ``BatchLLM`` (pass one to tune polling).
     """
 
     asyncio.get_running_loop()  # RuntimeError here, not later, when there is no loop
@@ -141,6 +147,7 @@ def start(
         approval_timeout=approval_timeout,
         on_failure=on_failure,
         max_replans=max_replans,
+        llm_batch=llm_batch,
     )
     return _begin(
         graph,
@@ -193,6 +200,7 @@ async def run(
     max_replans: int = 2,
     replanner: Replanner | None = None,
     growing: bool = False,
+    llm_batch: bool = False,
 ) -> Run:
     """Run ``graph`` to the end and return the finished ``Run`` (options as in ``start``).
 
@@ -232,6 +240,7 @@ async def run(
         max_replans=max_replans,
         replanner=replanner,
         growing=growing,
+        llm_batch=llm_batch,
     )
 
 
@@ -251,6 +260,7 @@ async def resume(
     on_event: Callable[[Event], None] | None = None,
     signing_key: bytes | str | None = None,
     on_failure: str | None = None,
+    llm_batch: bool | None = None,
 ) -> Run:
     """Finish an interrupted run: tasks with committed results are not run again.
 
@@ -259,7 +269,9 @@ async def resume(
     store: results it holds that the store lacks are written first). Options
     given here replace the recorded ones; the rest are as the run had them. Tasks
     left awaiting approval wait again (decisions recorded meanwhile apply), and the
-    plan's revisions carry on.
+    plan's revisions carry on. Tasks left waiting in a provider batch (``batched``)
+    wait for that batch again instead of sending their requests anew
+    (``llm_batch=False`` sends plain requests from now on).
     """
     continued = await start_resume(
         run_or_id,
@@ -276,6 +288,7 @@ async def resume(
         on_event=on_event,
         signing_key=signing_key,
         on_failure=on_failure,
+        llm_batch=llm_batch,
     )
     return await continued
 
@@ -296,6 +309,7 @@ async def start_resume(
     on_event: Callable[[Event], None] | None = None,
     signing_key: bytes | str | None = None,
     on_failure: str | None = None,
+    llm_batch: bool | None = None,
 ) -> Run:
     """Like ``resume``, but returns the continued run as soon as it has started."""
     from ..store import open_store
@@ -306,6 +320,7 @@ async def start_resume(
         "timeout": timeout,
         "run_timeout": run_timeout,
         "on_failure": on_failure,
+        "llm_batch": llm_batch,
     }
     if isinstance(run_or_id, Run):
         previous = run_or_id
@@ -406,8 +421,11 @@ def _begin(
         input_budget=options.input_budget,
         local=LocalExecutor(options.workers),
         executor=executor,
+        llm_batch=options.llm_batch,
     )
     actions.check(graph)  # unknown kinds, missing functions, no LLM configured: fail now
+    if actions.llm_batch and not options.llm_batch:  # given a BatchLLM: recorded for resume
+        options = dataclasses.replace(options, llm_batch=True)
     if options.on_failure == "replan" and replanner is None and not actions.has_llm():
         raise RunError(
             "on_failure='replan' needs an LLM to replan with: pass llm=... (or on_failure='skip')"

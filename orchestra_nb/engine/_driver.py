@@ -18,6 +18,11 @@ goes::
 
     cancel(id) · cancel() · run_timeout · store failure ─► stop dispatching ─► wind down
 
+A task whose request waits in a provider batch (``llm_batch``) is *parked*: it
+shows as ``batched`` with the batch's id, gives its slot back while it waits
+(other tasks start, and join the next batch), and its ticket goes into its task
+record, so a run resumed after a kernel restart waits for the same batch.
+
 Completions drive dispatch directly: there is no polling loop. A task that
 times out or is cancelled gives its slot back at once even if its code ignores
 the cancellation (it is *abandoned*: cancelled, no longer waited for, and
@@ -284,7 +289,15 @@ class Driver:
         state.first_start.setdefault(tid, state.now())
         state.set_status(tid, "started", attempt=attempt)
         key = state.keys[tid]
-        ctx = TaskContext(state.run_id, task, attempt, goal=self.graph.goal, key=key)
+        ctx = TaskContext(
+            state.run_id,
+            task,
+            attempt,
+            goal=self.graph.goal,
+            key=key,
+            batch=self._carried_batch(tid, attempt),
+            hooks=self,
+        )
         try:
             results = state.results
             inputs = {dep: results[dep] for dep in task.dependencies}
@@ -327,6 +340,35 @@ class Driver:
         if sched.has_held():
             self.approvals.announce()
         self.dispatch()
+
+    # --- requests in a provider batch (BatchHooks) ---------------------------------------------
+
+    def park(self, tid: str) -> None:
+        """Task ``tid`` waits for a provider batch: its slot goes to another task."""
+        sched = self.sched
+        if sched is not None and tid in self._workers and sched.state(tid) == "running":
+            sched.park(tid)
+            self.dispatch()
+
+    def batched(self, tid: str, attempt: int, ticket: Mapping[str, str]) -> None:
+        """Task ``tid``'s request is in a provider batch: show it, and record the ticket so
+        that ``resume`` waits for this batch instead of sending the request again."""
+        state = self.state
+        if state.status.get(tid) not in ("running", "batched"):
+            return  # cancelled meanwhile
+        state.batches[tid] = dict(ticket)
+        state.set_status(tid, "batched", attempt=attempt, data=ticket)
+        self.records.task_changed(tid, state.task_record(tid, "batched"))
+
+    def _carried_batch(self, tid: str, attempt: int) -> Mapping[str, Any] | None:
+        """The batch an earlier run of this id left the task waiting in (first attempt of
+        a resumed run only; the batch client checks the ticket)."""
+        if attempt != 1 or not self.carried.tasks:
+            return None
+        entry = self.carried.tasks.get(tid)
+        if not entry or entry.get("status") not in ("batched", "cancelled"):
+            return None
+        return entry.get("batch")
 
     # --- failures, retries, cancellation -------------------------------------------------------
 

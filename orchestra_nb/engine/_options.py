@@ -42,6 +42,7 @@ class RunOptions:
     approval_timeout: float | None = None
     on_failure: str = "skip"
     max_replans: int = 2
+    llm_batch: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -50,6 +51,8 @@ class RunOptions:
         _whole("retries", self.retries, least=0)
         _whole("input_budget", self.input_budget, least=0)
         _whole("max_replans", self.max_replans, least=0)
+        if not isinstance(self.llm_batch, bool):
+            raise RunError(f"llm_batch must be True or False, not {self.llm_batch!r}")
         if self.on_failure not in ("skip", "replan"):
             raise RunError(f"on_failure must be 'skip' or 'replan', not {self.on_failure!r}")
         for name in ("backoff", "max_backoff"):

@@ -82,6 +82,8 @@ class ProgressBar:
         self.bar.total = p.total  # a growing plan adds tasks
         self.bar.n = p.done + p.cached + p.failed + p.skipped
         parts = [f"failed={p.failed}"]
+        if p.batched:
+            parts.append(f"batched={p.batched}")
         if p.cancelled:
             parts.append(f"cancelled={p.cancelled}")
         if p.tokens:

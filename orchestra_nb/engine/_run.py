@@ -106,6 +106,11 @@ class Run:
         return self._live.usage_by_task
 
     @property
+    def batches(self) -> dict[str, str]:
+        """Task id -> id of the provider batch its request went in (``llm_batch``)."""
+        return {tid: ticket["batch_id"] for tid, ticket in self._live.batches.items()}
+
+    @property
     def state(self) -> str:
         return self._live.state
 

@@ -38,6 +38,7 @@ class Progress:
     waiting: int
     tokens: int
     elapsed: float
+    batched: int = 0  # waiting in a provider batch
 
     @property
     def finished(self) -> int:
@@ -45,7 +46,7 @@ class Progress:
 
     def __str__(self) -> str:
         parts = [f"{self.done + self.cached}/{self.total} done"]
-        for name in ("running", "waiting", "failed", "skipped", "cancelled", "cached"):
+        for name in ("running", "batched", "waiting", "failed", "skipped", "cancelled", "cached"):
             value = getattr(self, name)
             if value:
                 parts.append(f"{value} {name}")
@@ -69,6 +70,7 @@ class RunState:
         self.first_start: dict[str, float] = {}
         self.timeline: dict[str, tuple[float, float]] = {}
         self.usage_by_task: dict[str, Usage] = {}
+        self.batches: dict[str, dict[str, str]] = {}  # task id -> the provider batch it went in
         self.tokens = 0
         self.keys: dict[str, str] = {}
         self.events = EventLog()
@@ -107,7 +109,8 @@ class RunState:
     def remove_task(self, tid: str) -> None:
         """A task left the run (a revised plan dropped it): forget everything about it."""
         self.counts[self.status.pop(tid)] -= 1
-        for table in (self.results, self.errors, self.attempts, self.first_start, self.timeline):
+        tables = (self.results, self.errors, self.attempts, self.first_start, self.timeline)
+        for table in (*tables, self.batches):
             table.pop(tid, None)  # type: ignore[attr-defined]
         self.keys.pop(tid, None)  # its tokens stay counted: they were spent
 
@@ -154,6 +157,7 @@ class RunState:
             "error": self.errors.get(tid),
             "key": self.keys.get(tid),
             "tokens": usage.total_tokens if usage is not None else 0,
+            **({"batch": self.batches[tid]} if tid in self.batches else {}),
         }
 
     def now(self) -> float:
@@ -176,4 +180,5 @@ class RunState:
             waiting=c["waiting"],
             tokens=self.tokens,
             elapsed=0.0 if self.started_at is None else end - self.started_at,
+            batched=c["batched"],
         )

@@ -7,6 +7,7 @@ first talks to a server.
 from __future__ import annotations
 
 from ._base import LLM, Completion, Message, Usage, normalize_messages
+from ._batch import BATCH_DISCOUNT, BatchLLM, BatchTicket
 from ._limits import RateLimit
 from ._openai import OpenAILLM
 from ._params import AllowedParams
@@ -14,8 +15,11 @@ from ._replay import ReplayLLM
 from ._scripted import ScriptedLLM
 
 __all__ = [
+    "BATCH_DISCOUNT",
     "LLM",
     "AllowedParams",
+    "BatchLLM",
+    "BatchTicket",
     "Completion",
     "Message",
     "OpenAILLM",
@@ -103,6 +107,8 @@ def describe_llm(spec: LLM | str | None) -> dict[str, str] | None:
         if spec.note:
             described["note"] = spec.note
         return described
+    if isinstance(spec, BatchLLM):
+        return {**(describe_llm(spec.llm) or {}), "batch": "yes"}
     if isinstance(spec, OpenAILLM):
         from urllib.parse import urlsplit
 

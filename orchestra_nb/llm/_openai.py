@@ -46,7 +46,7 @@ from ._params import AllowedParams
 
 DEFAULT_MODEL = "gpt-4o-mini"
 OPENAI_HOST = "api.openai.com"
-_RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 _JSON_ONLY = "\n\nAnswer with JSON only, no prose and no code fences."
 
 
@@ -156,7 +156,8 @@ class OpenAILLM(UsageCounter):
             client = await asyncio.to_thread(self._new_client)
             self._clients = {id(loop): client}
 
-    def _client(self) -> Any:
+    def client(self) -> Any:
+        """The ``openai`` client for the running event loop (the Batch API client uses it)."""
         loop = asyncio.get_running_loop()
         client = self._clients.get(id(loop))
         if client is None:
@@ -201,23 +202,12 @@ class OpenAILLM(UsageCounter):
         **params: Any,
     ) -> Completion:
         msgs = normalize_messages(messages)
-        request: dict[str, Any] = {"model": self.model, "messages": msgs}
-        for name in ("temperature", "max_tokens"):
-            value = params.pop(name, getattr(self, name))
-            if value is not None:
-                request[name] = value
+        body = self.request_body(msgs, schema=schema, **params)
         known = _create_parameters()
-        request.update({k: v for k, v in params.items() if k in known})
-        others = {k: v for k, v in params.items() if k not in known}
+        request = {k: v for k, v in body.items() if k in known}
+        others = {k: v for k, v in body.items() if k not in known}
         if others:  # a server's own parameters (top_k, min_p...) go in the JSON body
-            request["extra_body"] = {**(request.get("extra_body") or {}), **others}
-        if schema is not None and self.structured_output is not False:
-            request["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "answer", "schema": dict(schema), "strict": False},
-            }
-        elif schema is not None:
-            request["messages"] = _ask_for_json(msgs)
+            request["extra_body"] = others
         deadline = _Deadline(self.timeout)
         try:
             response = await self._send(request, deadline)
@@ -228,13 +218,45 @@ class OpenAILLM(UsageCounter):
             response = await self._send(request, deadline)
         if schema is not None and "response_format" in request:
             self.structured_output = True
-        completion = self._completion(response)
+        completion = self.completion_from(response)
+        self._count(completion.usage)
         if schema is not None:
             data = await parse_json_off_loop(completion.text)
             completion = dataclasses.replace(completion, data=data)
         return completion
 
-    def _completion(self, response: Any) -> Completion:
+    def request_body(
+        self,
+        messages: Sequence[Message] | str,
+        *,
+        schema: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """The chat-completions request for ``messages`` as the JSON the server reads: this
+        client's model and settings, ``params`` on top (a server's own ones flat in the
+        body). ``complete`` sends it; the Batch API client writes it into its JSONL file."""
+        msgs = normalize_messages(messages)
+        body: dict[str, Any] = {"model": self.model, "messages": msgs}
+        for name in ("temperature", "max_tokens"):
+            value = params.pop(name, getattr(self, name))
+            if value is not None:
+                body[name] = value
+        extra = params.pop("extra_body", None)
+        body.update(params)
+        if isinstance(extra, Mapping):
+            body.update(extra)
+        if schema is not None and self.structured_output is not False:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": dict(schema), "strict": False},
+            }
+        elif schema is not None:
+            body["messages"] = _ask_for_json(msgs)
+        return body
+
+    def completion_from(self, response: Any) -> Completion:
+        """A ``Completion`` from the server's chat completion (the ``openai`` object);
+        ``LLMError`` when it has no answer in it. Usage is not counted here."""
         choices = getattr(response, "choices", None)
         choice = choices[0] if isinstance(choices, list) and choices else None
         message = getattr(choice, "message", None)
@@ -255,7 +277,6 @@ class OpenAILLM(UsageCounter):
             int(getattr(raw, "prompt_tokens", 0) or 0),
             int(getattr(raw, "completion_tokens", 0) or 0),
         )
-        self._count(usage)
         return Completion(
             text=text,
             usage=usage,
@@ -282,19 +303,19 @@ class OpenAILLM(UsageCounter):
                 budget = min(budget, self.attempt_timeout)
             try:
                 async with asyncio.timeout(budget):
-                    response = await self._client().chat.completions.create(
+                    response = await self.client().chat.completions.create(
                         **request, timeout=max(budget, 0.001)
                     )
             except openai.APIStatusError as exc:
                 status = exc.status_code
-                wait = _retry_after(exc.response)
+                wait = retry_after_of(exc.response)
                 if status == 429:
                     self.rate_limited += 1
                     if limit is not None:
                         limit.on_rate_limited()
                 if status in (400, 422) and "response_format" in request and _mentions_schema(exc):
                     failure = _SchemaRefused()
-                elif status not in _RETRY_STATUS or attempt >= self.max_retries:
+                elif status not in RETRY_STATUS or attempt >= self.max_retries:
                     failure = self._status_error(exc, attempt + 1, wait)
                 elif self._delay(attempt, wait) >= deadline.remaining():
                     failure = self._status_error(exc, attempt + 1, wait, deadline=True)
@@ -314,7 +335,7 @@ class OpenAILLM(UsageCounter):
                 # a 200 whose body is not JSON, or not a chat completion
                 failure = LLMError(
                     f"the LLM server at {self.host} answered with a body that is not a chat "
-                    f"completion ({type(exc).__name__}: {self._scrub(str(exc))[:120]})",
+                    f"completion ({type(exc).__name__}: {self.scrub(str(exc))[:120]})",
                     status=getattr(exc, "status_code", 200),
                 )
             else:
@@ -339,7 +360,7 @@ class OpenAILLM(UsageCounter):
         self, exc: Any, attempts: int, retry_after: float | None, *, deadline: bool = False
     ) -> Exception:
         status = exc.status_code
-        detail = self._scrub(_error_message(exc))
+        detail = self.scrub(error_message_of(exc))
         where = f"the LLM server at {self.host}"
         if status in (401, 403):
             return ConfigError(f"{where} rejected the API key ({status}): {detail}")
@@ -359,7 +380,8 @@ class OpenAILLM(UsageCounter):
             retry_after=retry_after,
         )
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
+        """``text`` (a server's error message) with the API key masked, on one line."""
         key = self.__key
         if key and key != "not-needed":
             text = text.replace(key, "***")
@@ -417,11 +439,12 @@ def _ask_for_json(messages: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 def _mentions_schema(exc: Any) -> bool:
-    text = _error_message(exc).lower()
+    text = error_message_of(exc).lower()
     return any(word in text for word in ("response_format", "json_schema", "structured"))
 
 
-def _error_message(exc: Any) -> str:
+def error_message_of(exc: Any) -> str:
+    """The server's own words in an ``openai.APIStatusError`` (unscrubbed: see ``scrub``)."""
     body = getattr(exc, "body", None)
     if isinstance(body, Mapping):
         error = body.get("error", body)
@@ -432,7 +455,8 @@ def _error_message(exc: Any) -> str:
     return str(getattr(exc, "message", "") or exc)
 
 
-def _retry_after(response: Any) -> float | None:
+def retry_after_of(response: Any) -> float | None:
+    """Seconds a response's ``Retry-After`` (or ``retry-after-ms``) asks to wait, or None."""
     headers = getattr(response, "headers", None) or {}
     ms = headers.get("retry-after-ms")
     if ms:

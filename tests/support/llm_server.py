@@ -6,14 +6,34 @@ scripted replies, then from a responder function; latency, status codes,
 ``Retry-After`` headers and a server that refuses ``json_schema`` are all
 configurable, so the real ``openai`` client can be tested end to end. Hostile
 servers too: one that sends its answer a byte at a time (``dribble``), or a
-200 whose body is not a chat completion (``raw``).
+200 whose body is not a chat completion (``raw``). ``rate_limit`` makes it
+answer chat completions beyond N per ``rate_window`` seconds with 429 and a
+``Retry-After`` saying when the next one is allowed.
+
+It also implements the Batch API (``batch_api=False`` makes both 404):
+
+* ``POST /v1/files`` (multipart upload, ``purpose=batch``) and
+  ``GET /v1/files/{id}/content``;
+* ``POST /v1/batches`` and ``GET /v1/batches/{id}``. A batch moves one status per
+  retrieve — ``validating`` ─► ``in_progress`` ─► its outcome — and reaches the
+  outcome only once ``batch_turnaround`` seconds have passed and no ``batch_hold``
+  predicate holds it (``release_batches()`` lets held ones go). The outcome is
+  taken from ``batch_outcomes`` (default ``completed``): ``completed`` answers
+  every line through the same replies/responder as chat completions (non-200
+  replies go to the error file), ``failed`` answers none (``errors`` says why),
+  ``expired`` answers the first half and puts ``batch_expired`` errors in the
+  error file for the rest.
 """
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import json
+import math
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,6 +66,51 @@ def error_body(message: str, kind: str = "invalid_request_error", param: str | N
     return {"error": {"message": message, "type": kind, "param": param, "code": None}}
 
 
+BATCH_FINAL = ("completed", "failed", "expired", "cancelled")
+
+
+@dataclass
+class StoredBatch:
+    """A batch as the server keeps it."""
+
+    id: str
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    created: float
+    lines: list[dict[str, Any]]
+    metadata: dict[str, str] | None = None
+    status: str = "validating"
+    outcome: str = "completed"
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: dict[str, Any] | None = None
+    served: list[str] = field(default_factory=list)  # statuses, in the order retrieved
+
+    def to_json(self) -> dict[str, Any]:
+        done = self.status in BATCH_FINAL
+        total = len(self.lines)
+        failed = sum(1 for line in self.lines if line.get("_failed")) if done else 0
+        return {
+            "id": self.id,
+            "object": "batch",
+            "endpoint": self.endpoint,
+            "errors": self.errors,
+            "input_file_id": self.input_file_id,
+            "completion_window": self.completion_window,
+            "status": self.status,
+            "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "created_at": int(self.created),
+            "request_counts": {
+                "total": total,
+                "completed": total - failed if done else 0,
+                "failed": failed,
+            },
+            "metadata": self.metadata,
+        }
+
+
 class LLMServer:
     def __init__(
         self,
@@ -54,12 +119,29 @@ class LLMServer:
         latency: float = 0.0,
         reject_json_schema: bool = False,
         echo_auth_in_errors: bool = False,
+        rate_limit: int | None = None,
+        rate_window: float = 60.0,
+        batch_api: bool = True,
+        batch_turnaround: float = 0.0,
     ) -> None:
         self.responder = responder or default_responder
         self.latency = latency
         self.reject_json_schema = reject_json_schema
         self.echo_auth_in_errors = echo_auth_in_errors
-        self.requests: list[dict[str, Any]] = []
+        self.rate_limit = rate_limit  # chat completions allowed per rate_window seconds
+        self.rate_window = rate_window
+        self.batch_api = batch_api
+        self.batch_turnaround = batch_turnaround
+        self.batch_outcomes: deque[str] = deque()  # outcomes of the next batches
+        self.batch_hold: Callable[[list[dict[str, Any]]], bool] | None = None
+        self.requests: list[dict[str, Any]] = []  # chat-completion requests, as sent
+        self.http_requests = 0  # every HTTP request, batch management and 429s included
+        self.rate_limited = 0  # 429s sent for the rate limit
+        self.files: dict[str, dict[str, Any]] = {}
+        self.batches: dict[str, StoredBatch] = {}  # in the order created
+        self.batch_lines: list[dict[str, Any]] = []  # chat requests answered inside batches
+        self._released = threading.Event()
+        self._recent: deque[float] = deque()  # times of recent chat completions (rate limit)
         self.hung_up = 0  # answers the client stopped reading before their end
         self.concurrency_peak = 0
         self._in_flight = 0
@@ -77,6 +159,178 @@ class LLMServer:
         with self._lock:
             self._script.extend(replies)
 
+    def release_batches(self) -> None:
+        """Let batches that ``batch_hold`` held reach their outcome."""
+        self._released.set()
+
+    def reply_to(self, request: dict[str, Any]) -> Reply:
+        """The reply to a chat request: the next scripted one, else the responder's."""
+        with self._lock:
+            scripted = self._script.popleft() if self._script else None
+        reply = scripted if scripted is not None else self.responder(request)
+        return Reply(content=reply) if isinstance(reply, str) else reply
+
+    def completion_body(self, request: dict[str, Any], reply: Reply, number: int) -> dict:
+        """A chat completion answering ``request`` with ``reply`` (usage ≈ 4 characters a token)."""
+        content = reply.content or ""
+        prompt = sum(len(m.get("content") or "") for m in request["messages"]) // 4
+        usage = dict(
+            reply.usage or {"prompt_tokens": prompt, "completion_tokens": max(1, len(content) // 4)}
+        )
+        usage.setdefault("total_tokens", usage["prompt_tokens"] + usage["completion_tokens"])
+        return {
+            "id": f"chatcmpl-{number}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.get("model", "test-model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": reply.finish_reason,
+                    "message": {"role": "assistant", "content": content},
+                }
+            ],
+            "usage": usage,
+        }
+
+    def _over_rate_limit(self) -> float | None:
+        """Seconds until another chat completion is allowed, or None when one is now."""
+        if self.rate_limit is None:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent
+            while recent and recent[0] <= now - self.rate_window:
+                recent.popleft()
+            if len(recent) < self.rate_limit:
+                recent.append(now)
+                return None
+            self.rate_limited += 1
+            return recent[0] + self.rate_window - now
+
+    # --- the Batch API ----------------------------------------------------------------
+
+    def _new_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
+        file = {
+            "id": f"file-{uuid.uuid4().hex[:12]}",
+            "object": "file",
+            "bytes": len(data),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+        }
+        with self._lock:
+            self.files[file["id"]] = {**file, "data": data}
+        return file
+
+    def _create_batch(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        file = self.files.get(str(request.get("input_file_id")))
+        if file is None:
+            return 404, error_body(f"no file {request.get('input_file_id')!r}")
+        if request.get("endpoint") != "/v1/chat/completions":
+            return 400, error_body(f"unsupported endpoint {request.get('endpoint')!r}")
+        try:
+            lines = [json.loads(line) for line in file["data"].decode().splitlines() if line]
+        except ValueError:
+            return 400, error_body("the input file is not JSONL")
+        ids = [line.get("custom_id") for line in lines]
+        if len(set(ids)) != len(ids):
+            return 400, error_body("custom_id values must be unique within a batch")
+        batch = StoredBatch(
+            id=f"batch_{uuid.uuid4().hex[:12]}",
+            input_file_id=file["id"],
+            endpoint=request["endpoint"],
+            completion_window=str(request.get("completion_window")),
+            created=time.monotonic(),
+            lines=lines,
+            metadata=request.get("metadata"),
+        )
+        with self._lock:
+            batch.outcome = self.batch_outcomes.popleft() if self.batch_outcomes else "completed"
+            self.batches[batch.id] = batch
+        return 200, batch.to_json()
+
+    def _retrieve_batch(self, batch_id: str) -> tuple[int, dict[str, Any]]:
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            return 404, error_body(f"no batch {batch_id!r}")
+        with self._lock:
+            self._advance(batch)
+            batch.served.append(batch.status)
+            return 200, batch.to_json()
+
+    def _advance(self, batch: StoredBatch) -> None:
+        """One step along validating ─► in_progress ─► outcome (called under the lock)."""
+        if batch.status == "validating":
+            batch.status = "in_progress"
+        elif batch.status == "in_progress":
+            if time.monotonic() - batch.created < self.batch_turnaround:
+                return
+            hold = self.batch_hold
+            if hold is not None and not self._released.is_set() and hold(batch.lines):
+                return
+            self._finish(batch)
+
+    def _finish(self, batch: StoredBatch) -> None:
+        outcome = batch.outcome
+        batch.status = outcome
+        if outcome == "failed":
+            batch.errors = {
+                "object": "list",
+                "data": [{"code": "invalid_request", "message": "scripted failure", "line": 1}],
+            }
+            return
+        answered = len(batch.lines) if outcome == "completed" else len(batch.lines) // 2
+        out, errors = [], []
+        for n, line in enumerate(batch.lines):
+            entry: dict[str, Any] = {"id": f"batch_req_{n}", "custom_id": line.get("custom_id")}
+            if n >= answered:
+                line["_failed"] = True
+                entry["response"] = None
+                entry["error"] = {
+                    "code": "batch_expired",
+                    "message": "This request could not be executed before the completion "
+                    "window expired.",
+                }
+                errors.append(entry)
+                continue
+            request = line.get("body") or {}
+            self.batch_lines.append(request)
+            reply = self.reply_to_unlocked(request)
+            if reply.status != 200:
+                line["_failed"] = True
+                body = reply.body if isinstance(reply.body, dict) else error_body("error")
+                entry["response"] = {"status_code": reply.status, "body": body}
+                entry["error"] = None
+                errors.append(entry)
+            else:
+                body = self.completion_body(request, reply, len(self.batch_lines))
+                entry["response"] = {"status_code": 200, "request_id": f"req_{n}", "body": body}
+                entry["error"] = None
+                out.append(entry)
+        for entries, name in ((out, "output_file_id"), (errors, "error_file_id")):
+            if entries:
+                data = "".join(json.dumps(e) + "\n" for e in entries).encode()
+                file = {
+                    "id": f"file-{uuid.uuid4().hex[:12]}",
+                    "object": "file",
+                    "bytes": len(data),
+                    "created_at": int(time.time()),
+                    "filename": f"{batch.id}_{name[:-8]}.jsonl",
+                    "purpose": "batch_output",
+                    "status": "processed",
+                    "data": data,
+                }
+                self.files[file["id"]] = file
+                setattr(batch, name, file["id"])
+
+    def reply_to_unlocked(self, request: dict[str, Any]) -> Reply:
+        """``reply_to`` for callers that hold the lock already."""
+        scripted = self._script.popleft() if self._script else None
+        reply = scripted if scripted is not None else self.responder(request)
+        return Reply(content=reply) if isinstance(reply, str) else reply
+
     def start(self) -> LLMServer:
         server = self
 
@@ -90,16 +344,39 @@ class LLMServer:
                 pass
 
             def do_GET(self) -> None:
-                if self.path.rstrip("/").endswith("/models"):
+                with server._lock:
+                    server.http_requests += 1
+                path = self.path.split("?")[0].rstrip("/")
+                parts = path.split("/")
+                if path.endswith("/models"):
                     self._send(
                         200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]}
                     )
+                elif server.batch_api and path.endswith("/content") and "/files/" in path:
+                    file = server.files.get(parts[-2])
+                    if file is None:
+                        self._send(404, error_body(f"no file {parts[-2]!r}"))
+                    else:
+                        self._send(200, file["data"].decode(), content_type="application/jsonl")
+                elif server.batch_api and len(parts) >= 2 and parts[-2] == "batches":
+                    self._send(*server._retrieve_batch(parts[-1]))
                 else:
                     self._send(404, error_body("not found"))
 
             def do_POST(self) -> None:
+                with server._lock:
+                    server.http_requests += 1
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
+                path = self.path.split("?")[0].rstrip("/")
+                if path.endswith("/files") or path.endswith("/batches"):
+                    if not server.batch_api:
+                        self._send(404, error_body(f"unknown path {self.path}"))
+                    elif path.endswith("/files"):
+                        self._upload(raw)
+                    else:
+                        self._create(raw)
+                    return
                 try:
                     request = json.loads(raw)
                 except ValueError:
@@ -117,9 +394,41 @@ class LLMServer:
                     with server._lock:
                         server._in_flight -= 1
 
+            def _upload(self, raw: bytes) -> None:
+                head = f"Content-Type: {self.headers.get('content-type')}\r\n\r\n".encode()
+                message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
+                fields: dict[str, Any] = {}
+                for part in message.iter_parts():
+                    name = part.get_param("name", header="content-disposition")
+                    fields[name] = (part.get_filename(), part.get_payload(decode=True))
+                if "file" not in fields or fields.get("purpose", (None, b""))[1] != b"batch":
+                    self._send(400, error_body("a file and purpose=batch are required"))
+                    return
+                filename, data = fields["file"]
+                self._send(200, server._new_file(data, filename or "upload", "batch"))
+
+            def _create(self, raw: bytes) -> None:
+                try:
+                    request = json.loads(raw)
+                except ValueError:
+                    self._send(400, error_body("invalid JSON body"))
+                    return
+                self._send(*server._create_batch(request))
+
             def _answer(self, request: dict[str, Any]) -> None:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, error_body(f"unknown path {self.path}"))
+                    return
+                wait = server._over_rate_limit()
+                if wait is not None:
+                    self._send(
+                        429,
+                        error_body("rate limit reached", "rate_limit_error"),
+                        {
+                            "Retry-After": str(max(1, math.ceil(wait))),
+                            "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
+                        },
+                    )
                     return
                 if server.reject_json_schema and "response_format" in request:
                     time.sleep(server.latency)
@@ -130,11 +439,7 @@ class LLMServer:
                         ),
                     )
                     return
-                with server._lock:
-                    scripted = server._script.popleft() if server._script else None
-                reply = scripted if scripted is not None else server.responder(request)
-                if isinstance(reply, str):
-                    reply = Reply(content=reply)
+                reply = server.reply_to(request)
                 time.sleep(server.latency + reply.delay)
                 if reply.raw is not None:
                     self._send(reply.status, reply.raw, reply.headers, dribble=reply.dribble)
@@ -153,29 +458,7 @@ class LLMServer:
                         )
                     self._send(reply.status, body, reply.headers)
                     return
-                content = reply.content or ""
-                prompt = sum(len(m.get("content") or "") for m in request["messages"]) // 4
-                usage = reply.usage or {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": max(1, len(content) // 4),
-                }
-                usage.setdefault(
-                    "total_tokens", usage["prompt_tokens"] + usage["completion_tokens"]
-                )
-                body = {
-                    "id": f"chatcmpl-{len(server.requests)}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": request.get("model", "test-model"),
-                    "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": reply.finish_reason,
-                            "message": {"role": "assistant", "content": content},
-                        }
-                    ],
-                    "usage": usage,
-                }
+                body = server.completion_body(request, reply, len(server.requests))
                 self._send(200, body, reply.headers, dribble=reply.dribble)
 
             def _send(
@@ -185,11 +468,12 @@ class LLMServer:
                 headers: dict[str, str] | None = None,
                 *,
                 dribble: float = 0.0,
+                content_type: str = "application/json",
             ) -> None:
                 data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("content-type", "application/json")
+                    self.send_header("content-type", content_type)
                     self.send_header("content-length", str(len(data)))
                     for key, value in (headers or {}).items():
                         self.send_header(key, value)
