@@ -58,6 +58,7 @@ _LAZY: dict[str, str] = {
     "decompose": "._decompose",
     "estimate": "._estimate",
     "Estimate": "._estimate",
+    "Budget": "._budget",
     "set_prices": "._cost",
     "price_of": "._cost",
     "to_graphviz": "._render",
@@ -77,6 +78,7 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "LLM",
     "AllowedParams",
+    "Budget",
     "Completion",
     "ConfigError",
     "CriticalPath",
@@ -149,6 +151,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._actions import task_function
+    from ._budget import Budget
     from ._cache import cache_key
     from ._cost import price_of, set_prices
     from ._dask import DaskExecutor

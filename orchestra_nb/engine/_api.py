@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._actions import DEFAULT_INPUT_BUDGET, Actions
+from .._budget import Budget, BudgetGate, spent_before
 from .._errors import PlanError, RunError, UnsafeDataError
+from .._event_log import EventLogTarget, attach_event_log, check_log_target
 from .._executors import LocalExecutor
 from .._kinds import FINAL_STATUSES
 from .._plan import TaskGraph
@@ -75,6 +77,8 @@ def start(
     max_replans: int = 2,
     replanner: Replanner | None = None,
     growing: bool = False,
+    budget: Budget | None = None,
+    log: EventLogTarget = None,
 ) -> Run:
     """Start running ``graph`` on the running event loop; return the live ``Run`` at once.
 
@@ -124,6 +128,11 @@ def start(
       your own ``async (RevisionRequest) -> TaskGraph`` instead.
     - ``growing``: the plan is still being written — add tasks with
       ``await run.extend(tasks)`` and end it with ``run.seal()``.
+    - ``budget``: ``Budget(tokens=..., usd=...)``, what the run may spend on LLM
+      tasks; before one would cross it the run stops starting them (or, with
+      ``approve``, asks to go over). Kept for ``resume``; see ``orchestra_nb.Budget``.
+    - ``log``: a file path or a ``logging.Logger``: one JSON object per event
+      (docs/events.md).
     """
 
     asyncio.get_running_loop()  # RuntimeError here, not later, when there is no loop
@@ -143,6 +152,7 @@ def start(
         approval_timeout=approval_timeout,
         on_failure=on_failure,
         max_replans=max_replans,
+        budget=budget,
     )
     return _begin(
         graph,
@@ -161,6 +171,7 @@ def start(
         approve=approve,
         replanner=replanner,
         growing=growing,
+        log=log,
     )
 
 
@@ -195,6 +206,8 @@ async def run(
     max_replans: int = 2,
     replanner: Replanner | None = None,
     growing: bool = False,
+    budget: Budget | None = None,
+    log: EventLogTarget = None,
 ) -> Run:
     """Run ``graph`` to the end and return the finished ``Run`` (options as in ``start``).
 
@@ -234,6 +247,8 @@ async def run(
         max_replans=max_replans,
         replanner=replanner,
         growing=growing,
+        budget=budget,
+        log=log,
     )
 
 
@@ -253,6 +268,8 @@ async def resume(
     on_event: Callable[[Event], None] | None = None,
     signing_key: bytes | str | None = None,
     on_failure: str | None = None,
+    budget: Budget | None = None,
+    log: EventLogTarget = None,
 ) -> Run:
     """Finish an interrupted run: tasks with committed results are not run again.
 
@@ -261,7 +278,8 @@ async def resume(
     store: results it holds that the store lacks are written first). Options
     given here replace the recorded ones; the rest are as the run had them. Tasks
     left awaiting approval wait again (decisions recorded meanwhile apply), and the
-    plan's revisions carry on.
+    plan's revisions carry on. A ``budget`` given here replaces the recorded one; it
+    counts what the earlier parts of the run spent.
     """
     continued = await start_resume(
         run_or_id,
@@ -278,6 +296,8 @@ async def resume(
         on_event=on_event,
         signing_key=signing_key,
         on_failure=on_failure,
+        budget=budget,
+        log=log,
     )
     return await continued
 
@@ -298,6 +318,8 @@ async def start_resume(
     on_event: Callable[[Event], None] | None = None,
     signing_key: bytes | str | None = None,
     on_failure: str | None = None,
+    budget: Budget | None = None,
+    log: EventLogTarget = None,
 ) -> Run:
     """Like ``resume``, but returns the continued run as soon as it has started."""
     from ..store import open_store
@@ -308,6 +330,7 @@ async def start_resume(
         "timeout": timeout,
         "run_timeout": run_timeout,
         "on_failure": on_failure,
+        "budget": budget,
     }
     if isinstance(run_or_id, Run):
         previous = run_or_id
@@ -324,6 +347,7 @@ async def start_resume(
             lease_owner=previous.lease_owner,
             created=previous.started_at,
             revisions=tuple(previous.revisions),
+            spent=previous.spent,
         )
         return _begin(
             previous.graph,
@@ -339,6 +363,7 @@ async def start_resume(
             progress=progress,
             on_event=on_event,
             signing_key=signing_key,
+            log=log,
         )
     opened = open_store(store, signing_key=signing_key)
     try:
@@ -366,6 +391,7 @@ async def start_resume(
         progress=progress,
         on_event=on_event,
         signing_key=signing_key,
+        log=log,
     )
 
 
@@ -388,6 +414,7 @@ def _begin(
     approve: Approve = None,
     replanner: Replanner | None = None,
     growing: bool = False,
+    log: EventLogTarget = None,
 ) -> Run:
     """Assemble the parts of a run and start it."""
     from ..store import open_store
@@ -414,10 +441,21 @@ def _begin(
         raise RunError(
             "on_failure='replan' needs an LLM to replan with: pass llm=... (or on_failure='skip')"
         )
+    check_log_target(log)  # a log file that cannot be written: fail before anything starts
+    gate = None
+    if options.budget is not None:
+        gate = BudgetGate(options.budget, actions=actions, gated=approve is not None)
+        gate.check(graph)  # a dollar budget for a model without a price: fail now
     owns_store = store is None or isinstance(store, str)
     opened = open_store(store, signing_key=signing_key)
     actions.use_store(opened)
+    if gate is not None:
+        gate.store = opened  # where it reads what earlier runs spent per task
     live = RunState(run_id or new_run_id(), graph.tasks)
+    if carried is not None:
+        live.usage_before = (
+            carried.spent if carried.spent is not None else spent_before(carried.tasks)
+        )
     records = RunRecords(
         opened,
         live.run_id,
@@ -437,11 +475,14 @@ def _begin(
         approve=approve,
         replanner=replanner or _default_replanner(actions),
         growing=growing,
+        admission=gate,
     )
     handle = Run(graph, live, options=options, driver=driver, store_spec=store)
     if on_event is not None:
         handle.subscribe(on_event)
     handle.begin()
+    if log is not None:
+        attach_event_log(handle, log)  # the run's first step waits for the loop's next turn
     if wants_bar(progress):
         ProgressBar(handle)
     return handle
@@ -519,6 +560,9 @@ async def rollback(
                 live.errors[tid] = str(entry["error"])
         live.restore(tid, status)
         live.attempts[tid] = int(entry.get("attempts") or 0)
+        usage = spent_before({tid: entry})
+        if usage.total_tokens:
+            live.add_usage(tid, usage)
         if entry.get("start") is not None and entry.get("end") is not None:
             live.timeline[tid] = (float(entry["start"]), float(entry["end"]))
     live.state = str(header.get("state") or "finished")
