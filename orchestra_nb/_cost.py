@@ -249,7 +249,7 @@ def format_usd(amount: float | None) -> str:
         return f"${amount:,.2f}"
     if amount >= 0.01:
         return f"${amount:.3f}".rstrip("0").rstrip(".") if amount < 0.1 else f"${amount:.2f}"
-    return f"${amount:.4f}"
+    return f"${amount:.4f}".rstrip("0").rstrip(".")
 
 
 def format_tokens(count: float) -> str:
