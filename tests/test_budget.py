@@ -199,3 +199,13 @@ async def test_the_budget_is_recorded_for_resume(server, tmp_path):
     old = await onb.rollback(run.id, store=store)
     assert old.budget == onb.Budget(usd=1, tokens=10**6)
     assert old.usage.total_tokens == PROMPT + ANSWER
+
+
+async def test_an_orchestrator_applies_its_budget(server):
+    async with onb.Orchestrator(
+        store="memory://", llm=llm(server), budget=onb.Budget(tokens=10)
+    ) as orch:
+        run = await orch.run(plan(1))
+        assert run.status == {"t1": "skipped"} and server.requests == []
+        run = await orch.run(plan(1), budget=onb.Budget(tokens=10**6))
+        assert run.ok
