@@ -57,6 +57,11 @@ _LAZY: dict[str, str] = {
     "ReplayLLM": ".llm",
     "RateLimit": ".llm",
     "decompose": "._decompose",
+    "estimate": "._estimate",
+    "Estimate": "._estimate",
+    "Budget": "._budget",
+    "set_prices": "._cost",
+    "price_of": "._cost",
     "to_graphviz": "._render",
     "DaskExecutor": "._dask",
     "StoredResult": ".store",
@@ -75,10 +80,12 @@ __all__ = [
     "LLM",
     "AllowedParams",
     "BatchLLM",
+    "Budget",
     "Completion",
     "ConfigError",
     "CriticalPath",
     "DaskExecutor",
+    "Estimate",
     "Event",
     "Executor",
     "Image",
@@ -114,12 +121,15 @@ __all__ = [
     "Usage",
     "cache_key",
     "decompose",
+    "estimate",
     "history",
     "load_ipython_extension",
     "open_store",
+    "price_of",
     "resume",
     "rollback",
     "run",
+    "set_prices",
     "start",
     "start_resume",
     "task_function",
@@ -143,9 +153,12 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._actions import task_function
+    from ._budget import Budget
     from ._cache import cache_key
+    from ._cost import price_of, set_prices
     from ._dask import DaskExecutor
     from ._decompose import decompose
+    from ._estimate import Estimate, estimate
     from ._events import Event
     from ._executors import Executor, LocalExecutor
     from ._plan import CriticalPath, Task, TaskGraph

@@ -23,7 +23,8 @@ A run may come from a shared store, so nothing in it names a file by itself:
 
 When the LLM's answers were replayed from a recording (no model ran), both
 reports say so at the top, name the file, and call the token counts replayed:
-a reader must never mistake example answers for a model's work.
+a reader must never mistake example answers for a model's work. Both end with
+an appendix of tokens and cost per task and in total (``cost_appendix``).
 """
 
 from __future__ import annotations
@@ -94,6 +95,66 @@ def replay_notice(run: Run) -> str | None:
     )
 
 
+def cost_appendix(run: Run) -> str | None:
+    """The report's appendix: tokens and cost of each task that asked the model, and the
+    total (None when no task did). Replayed answers are called replayed: their counts are
+    the recording's and their cost what a live model would have charged, not money spent."""
+    from ._cost import current_prices, format_usd
+    from .llm import Usage
+
+    tasks = run.graph.tasks
+    usage = run.usage_by_task
+    rows = [tid for tid in tasks if tid in usage or (
+        tasks[tid].kind == "llm" and run.status.get(tid) == "cached")]  # fmt: skip
+    if not rows:
+        return None
+    source = answers_source(run) or {}
+    model = source.get("model") or None
+    budget = run.options.budget
+    prices = current_prices(budget.prices if budget is not None else None)
+    replayed = source.get("kind") in ("replay", "record")
+    lines = [
+        "## Appendix: tokens and cost" + (" (replayed)" if replayed else ""),
+        "",
+        "| task | prompt tokens | output tokens | cost |",
+        "|---|---:|---:|---:|",
+    ]
+    priced = prices.lookup(model) is not None
+    total = Usage()
+    for tid in rows:
+        name = _cell(tasks[tid].name)
+        spent = usage.get(tid)
+        if spent is None:
+            lines.append(f"| {name} (`{tid}`) | cached | cached | $0 |")
+            continue
+        total = total + spent
+        cost = format_usd(prices.cost(model, spent)) if priced else "—"
+        lines.append(
+            f"| {name} (`{tid}`) | {spent.prompt_tokens:,} | {spent.completion_tokens:,} | {cost} |"
+        )
+    total_cost = format_usd(prices.cost(model, total)) if priced else "—"
+    lines.append(
+        f"| **total** | **{total.prompt_tokens:,}** | **{total.completion_tokens:,}** | "
+        f"**{total_cost}** |"
+    )
+    lines.append("")
+    if not priced:
+        lines.append(f"No price is known for model {_cell(str(model))!r}, so no cost is shown.")
+    else:
+        lines.append(f"Prices: {_cell(prices.describe(model))}.")
+    if replayed:
+        lines.append(
+            "Replayed — no model ran: the token counts are the recording's"
+            + (", and the cost is what they would have cost, not money spent." if priced else ".")
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """Text for one Markdown table cell (a name may come from a model)."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def export_run(run: Run, directory: str | Path) -> dict[str, Path]:
     """Write report.md, report.html, plan.svg and results/<task>.<ext>; return their paths.
 
@@ -128,12 +189,13 @@ def export_run(run: Run, directory: str | Path) -> dict[str, Path]:
         _write_atomic(path, write)
         written[f"results/{tid}"] = path
     report = final_report(run)
-    _write_atomic(out / "report.md", _text(report))
-
     notice = replay_notice(run)
     if notice:
         report = f"> {notice}\n\n{report}"
-    (out / "report.md").write_text(report, encoding="utf-8")
+    appendix = cost_appendix(run)
+    if appendix:
+        report = f"{report.rstrip()}\n\n{appendix}"
+    _write_atomic(out / "report.md", _text(report))
     written["report.md"] = out / "report.md"
     svg = render_svg(run.graph, run.status, legend=True) if dot_available() else ""
     if svg:

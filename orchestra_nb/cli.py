@@ -13,7 +13,8 @@ non-zero exit status, never a traceback (``--debug`` shows it):
 130   interrupted (Ctrl-C): the run's honest counts and the command to resume it
 ====  ==========================================================================
 
-Read-only commands (``runs``, ``report``, ``render --run``) never create a store.
+Read-only commands (``runs``, ``report``, ``render --run``, ``estimate``, ``run
+--dry-run``) never create a store.
 Everything printed passes a filter that shows control characters as ``\\u001b``
 escapes: goals, task ids and error texts come from LLM answers and shared
 stores, and must not be able to drive the terminal.
@@ -85,6 +86,16 @@ def _positive_seconds(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
     return value
+
+
+def _budget(text: str) -> Any:
+    from ._budget import Budget
+    from ._errors import ConfigError
+
+    try:
+        return Budget.parse(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _version() -> str:
@@ -170,6 +181,13 @@ def _parser() -> _Parser:
         help="send LLM tasks through the provider's Batch API: cheaper, answered within 24 h; "
         "tasks ready together go in one batch, and resume waits for batches already sent",
     )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what the run would cost (tokens, dollars, time per task) and stop: no "
+        "task runs and no store is created (with --goal, the plan is still asked for)",
+    )
+    _cost_options(run)
 
     resume = command("resume", "finish a recorded run that was interrupted")
     resume.add_argument("run_id", help="the run's id (see: orchestra-nb runs)")
@@ -192,6 +210,23 @@ def _parser() -> _Parser:
     resume.add_argument(
         "--out", metavar="DIR", type=Path, help="write the report and results to this folder"
     )
+    _cost_options(resume, resuming=True)
+
+    estimate = command(
+        "estimate", "print what running a plan would cost: tokens, dollars and time per task"
+    )
+    estimate.add_argument("plan", type=Path, help="a plan JSON file")
+    _llm_options(estimate)
+    _function_options(estimate)
+    _store_option(estimate, "where cached results are looked up (nothing is created)")
+    estimate.add_argument(
+        "--max-workers", metavar="N", type=_at_least(1), default=5, help="tasks running at once"
+    )
+    estimate.add_argument(
+        "--mode", choices=("pipeline", "parallel", "dag"), default="dag", help="as for run"
+    )
+    estimate.add_argument("--no-cache", action="store_true", help="as if nothing were cached")
+    _prices_option(estimate)
 
     report = command("report", "write a recorded run's report, results and plan")
     report.add_argument("run_id", help="the run's id (see: orchestra-nb runs)")
@@ -206,6 +241,31 @@ def _parser() -> _Parser:
         "--limit", metavar="N", type=_at_least(1), default=20, help="most runs to list"
     )
     return parser
+
+
+def _cost_options(parser: argparse.ArgumentParser, *, resuming: bool = False) -> None:
+    parser.add_argument(
+        "--budget",
+        metavar="AMOUNT",
+        type=_budget,
+        help="most the run may spend on LLM tasks: dollars (1.50), tokens (200k tokens) or "
+        "both ('$1.50, 200k tokens'); past it no LLM task starts and the run can be resumed"
+        + (" (default: as recorded; counts what the run spent before)" if resuming else ""),
+    )
+    parser.add_argument(
+        "--log", metavar="FILE", type=Path, help="append every event to FILE, one JSON per line"
+    )
+    _prices_option(parser)
+
+
+def _prices_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--prices",
+        metavar="FILE.json",
+        type=Path,
+        help='model prices in USD per 1M tokens, {"MODEL": {"input": .., "output": ..}}, '
+        "over the shipped table (default: ORCHESTRA_PRICES)",
+    )
 
 
 def _store_option(parser: argparse.ArgumentParser, what: str) -> None:
@@ -498,6 +558,18 @@ async def _run(session: _Session) -> int:
         session.planning = False
         _say(f"planned {len(graph)} tasks", sys.stderr)
     session.replayed = _is_replay(llm)
+    _use_prices(args)
+    if args.dry_run:
+        return await _print_estimate(
+            graph,
+            llm=llm,
+            store=_writable_store(args.store),
+            functions=None,
+            max_workers=args.max_workers,
+            mode=args.mode,
+            refresh=args.no_cache,
+            budget=args.budget,
+        )
     run = start(
         graph,
         llm=llm,
@@ -510,8 +582,51 @@ async def _run(session: _Session) -> int:
         run_id=args.run_id,
         progress=False,  # ours counts honestly when interrupted (see _progress.py)
         llm_batch=args.batch,
+        budget=args.budget,
+        log=args.log,
     )
     return await _follow(session, run)
+
+
+def _use_prices(args: argparse.Namespace) -> None:
+    """``--prices FILE``: the file's prices over the shipped table, for this command."""
+    if getattr(args, "prices", None) is not None:
+        from ._cost import set_prices
+        from ._errors import ConfigError
+
+        try:
+            set_prices(args.prices)
+        except ConfigError as exc:
+            raise UsageError(f"--prices {exc}") from None
+
+
+async def _print_estimate(graph: TaskGraph, *, budget: Any = None, **options: Any) -> int:
+    from ._estimate import estimate
+
+    est = await estimate(graph, **options)
+    _say(est.table())
+    line = f"estimate: {est}"
+    if budget is not None:
+        line += f" (budget {budget})"
+    _say(line)
+    return 0
+
+
+async def _estimate(session: _Session) -> int:
+    args = session.args
+    graph = _read_plan(args.plan)
+    _load_functions(args.functions)
+    llm = _make_llm(args) if any(t.kind == "llm" for t in graph.tasks.values()) else None
+    _use_prices(args)
+    return await _print_estimate(
+        graph,
+        llm=llm,
+        store=_writable_store(args.store),
+        functions=None,
+        max_workers=args.max_workers,
+        mode=args.mode,
+        refresh=args.no_cache,
+    )
 
 
 async def _resume(session: _Session) -> int:
@@ -529,7 +644,8 @@ async def _resume(session: _Session) -> int:
         options["max_workers"] = args.max_workers
     if args.batch is not None:
         options["llm_batch"] = args.batch
-    run = await start_resume(args.run_id, store=store, **options)
+    _use_prices(args)
+    run = await start_resume(args.run_id, store=store, budget=args.budget, log=args.log, **options)
     return await _follow(session, run)
 
 
@@ -608,6 +724,8 @@ def _finish(session: _Session, out: Path | None) -> int:
     run = session.run
     assert run is not None
     _say(_summary(run, session.replayed))
+    if run.error:
+        _say(f"  {printable(cli_hint(run.error), one_line=True)}")
     failures: dict[str, list[str]] = {}  # reason -> tasks: one line per distinct reason
     for tid, error in run.errors.items():
         if run.status.get(tid) == "failed":
@@ -641,6 +759,9 @@ def _resume_hint(session: _Session) -> str:
     store = getattr(session.args, "store", None)
     if store and scheme_of(store) == "memory":
         return "nothing was kept (--store memory://): run it again to finish it"
+    run = session.run
+    if run is not None and (run.error or "").startswith("budget reached"):
+        return f"resume with a larger budget: {_resume_command(session)} --budget AMOUNT"
     return f"resume with: {_resume_command(session)}"
 
 
@@ -661,6 +782,8 @@ def _resume_command(session: _Session) -> str:
         parts += ["--llm", args.llm]
     if getattr(args, "out", None):
         parts += ["--out", str(args.out)]
+    if getattr(args, "prices", None):
+        parts += ["--prices", str(args.prices)]
     return printable(shlex.join(parts), one_line=True)
 
 
@@ -684,6 +807,7 @@ _COMMANDS = {
     "resume": _resume,
     "report": _report,
     "runs": _runs,
+    "estimate": _estimate,
 }
 
 # Library hints are written for Python callers; the CLI says the same with its flags.

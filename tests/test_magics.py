@@ -66,7 +66,7 @@ def ip(shell, tmp_path, monkeypatch):
     for name in [n for n in shell.user_ns if n.startswith("t_")]:
         del shell.user_ns[name]
     magics = next(c for c in shell.configurables if type(c).__name__ == "Orchestra")
-    magics.model = magics.llm = magics.store = ""
+    magics.model = magics.llm = magics.store = magics.budget = ""
     magics.max_workers = 5
     magics.orchestrations.clear()
 
@@ -102,6 +102,7 @@ def test_help_lists_the_flags(ip, capsys):
         "--store",
         "--from",
         "--no-cache",
+        "--budget",
     ):
         assert flag in out
 
@@ -284,4 +285,34 @@ def test_executor_flag_and_setting(ip):
     ip.run_line_magic("config", 'Orchestra.executor = ""')
     assert usage_error(ip, "%orchestrate --from t_plan --executor spark") == (
         "unknown executor 'spark': use local:N or tcp://host:8786"
+    )
+
+
+def test_budget_flag_setting_and_the_estimate_before_run(ip, capsys):
+    ip.user_ns["t_plan"] = PLAN
+    cell(ip, "%orchestrate --from t_plan --name t_bud --store memory:// --budget 1.50")
+    orchestration = ip.user_ns["t_bud"]
+    cell(ip, "t_est = await t_bud.estimate()")
+    before = ip.user_ns["t_est"]
+    assert before.llm_tasks == 3 and before.cached == 0
+    assert str(before).startswith("≈ ") and "· ≈ $" in str(before)
+    assert ip.server.requests == []  # an estimate asks nothing
+    assert orchestration.options["budget"] == onb.Budget(usd=1.5)
+    cell(ip, "%orchestrate --from t_plan --name t_bud --store memory:// --budget 1.50 --run --wait")
+    run = ip.user_ns["t_bud"].run
+    assert run.options.budget == onb.Budget(usd=1.5)
+    assert run.ok
+
+    ip.run_line_magic("config", 'Orchestra.budget = "200k tokens"')
+    ip.run_line_magic("orchestra", "config")
+    assert "budget       200k tokens" in capsys.readouterr().out
+    cell(ip, "%orchestrate --from t_plan --name t_bud2 --run --wait --store memory://")
+    assert ip.user_ns["t_bud2"].run.options.budget == onb.Budget(tokens=200_000)
+
+    assert usage_error(ip, "%%orchestrate --budget cheap --store memory://\ngoal").startswith(
+        "--budget: bad budget 'cheap': give dollars"
+    )
+    ip.run_line_magic("config", 'Orchestra.budget = "lots"')
+    assert usage_error(ip, "%orchestrate --from t_plan --store memory://").startswith(
+        "Orchestra.budget: bad budget 'lots'"
     )

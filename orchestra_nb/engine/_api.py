@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._actions import DEFAULT_INPUT_BUDGET, Actions
+from .._budget import Budget, BudgetGate, spent_before
 from .._errors import PlanError, RunError
+from .._event_log import EventLogTarget, attach_event_log, check_log_target
 from .._executors import LocalExecutor
 from .._plan import TaskGraph
 from ._driver import Carried, Driver
@@ -75,6 +77,8 @@ def start(
     replanner: Replanner | None = None,
     growing: bool = False,
     llm_batch: bool = False,
+    budget: Budget | None = None,
+    log: EventLogTarget = None,
 ) -> Run:
     """Start running ``graph`` on the running event loop; return the live ``Run`` at once.
 
@@ -128,6 +132,11 @@ def start(
       (cheaper, answered within 24 h): tasks ready together go in one batch, show as
       ``batched`` (holding no worker slot) and a resumed run waits for the same
       batches. Implied when ``llm`` is a ``BatchLLM`` (pass one to tune polling).
+    - ``budget``: ``Budget(tokens=..., usd=...)``, what the run may spend on LLM
+      tasks; before one would cross it the run stops starting them (or, with
+      ``approve``, asks to go over). Kept for ``resume``; see ``orchestra_nb.Budget``.
+    - ``log``: a file path or a ``logging.Logger``: one JSON object per event
+      (docs/events.md).
     """
 
     asyncio.get_running_loop()  # RuntimeError here, not later, when there is no loop
@@ -148,6 +157,7 @@ def start(
         on_failure=on_failure,
         max_replans=max_replans,
         llm_batch=llm_batch,
+        budget=budget,
     )
     return _begin(
         graph,
@@ -166,6 +176,7 @@ def start(
         approve=approve,
         replanner=replanner,
         growing=growing,
+        log=log,
     )
 
 
@@ -201,6 +212,8 @@ async def run(
     replanner: Replanner | None = None,
     growing: bool = False,
     llm_batch: bool = False,
+    budget: Budget | None = None,
+    log: EventLogTarget = None,
 ) -> Run:
     """Run ``graph`` to the end and return the finished ``Run`` (options as in ``start``).
 
@@ -241,6 +254,8 @@ async def run(
         replanner=replanner,
         growing=growing,
         llm_batch=llm_batch,
+        budget=budget,
+        log=log,
     )
 
 
@@ -261,6 +276,8 @@ async def resume(
     signing_key: bytes | str | None = None,
     on_failure: str | None = None,
     llm_batch: bool | None = None,
+    budget: Budget | None = None,
+    log: EventLogTarget = None,
 ) -> Run:
     """Finish an interrupted run: tasks with committed results are not run again.
 
@@ -271,7 +288,8 @@ async def resume(
     left awaiting approval wait again (decisions recorded meanwhile apply), and the
     plan's revisions carry on. Tasks left waiting in a provider batch (``batched``)
     wait for that batch again instead of sending their requests anew
-    (``llm_batch=False`` sends plain requests from now on).
+    (``llm_batch=False`` sends plain requests from now on). A ``budget`` given here
+    replaces the recorded one; it counts what the earlier parts of the run spent.
     """
     continued = await start_resume(
         run_or_id,
@@ -289,6 +307,8 @@ async def resume(
         signing_key=signing_key,
         on_failure=on_failure,
         llm_batch=llm_batch,
+        budget=budget,
+        log=log,
     )
     return await continued
 
@@ -310,6 +330,8 @@ async def start_resume(
     signing_key: bytes | str | None = None,
     on_failure: str | None = None,
     llm_batch: bool | None = None,
+    budget: Budget | None = None,
+    log: EventLogTarget = None,
 ) -> Run:
     """Like ``resume``, but returns the continued run as soon as it has started."""
     from ..store import open_store
@@ -321,6 +343,7 @@ async def start_resume(
         "run_timeout": run_timeout,
         "on_failure": on_failure,
         "llm_batch": llm_batch,
+        "budget": budget,
     }
     if isinstance(run_or_id, Run):
         previous = run_or_id
@@ -337,6 +360,7 @@ async def start_resume(
             lease_owner=previous.lease_owner,
             created=previous.started_at,
             revisions=tuple(previous.revisions),
+            spent=previous.spent,
         )
         return _begin(
             previous.graph,
@@ -352,6 +376,7 @@ async def start_resume(
             progress=progress,
             on_event=on_event,
             signing_key=signing_key,
+            log=log,
         )
     opened = open_store(store, signing_key=signing_key)
     try:
@@ -379,6 +404,7 @@ async def start_resume(
         progress=progress,
         on_event=on_event,
         signing_key=signing_key,
+        log=log,
     )
 
 
@@ -401,6 +427,7 @@ def _begin(
     approve: Approve = None,
     replanner: Replanner | None = None,
     growing: bool = False,
+    log: EventLogTarget = None,
 ) -> Run:
     """Assemble the parts of a run and start it."""
     from ..store import open_store
@@ -430,10 +457,21 @@ def _begin(
         raise RunError(
             "on_failure='replan' needs an LLM to replan with: pass llm=... (or on_failure='skip')"
         )
+    check_log_target(log)  # a log file that cannot be written: fail before anything starts
+    gate = None
+    if options.budget is not None:
+        gate = BudgetGate(options.budget, actions=actions, gated=approve is not None)
+        gate.check(graph)  # a dollar budget for a model without a price: fail now
     owns_store = store is None or isinstance(store, str)
     opened = open_store(store, signing_key=signing_key)
     actions.use_store(opened)
+    if gate is not None:
+        gate.store = opened  # where it reads what earlier runs spent per task
     live = RunState(run_id or new_run_id(), graph.tasks)
+    if carried is not None:
+        live.usage_before = (
+            carried.spent if carried.spent is not None else spent_before(carried.tasks)
+        )
     records = RunRecords(
         opened,
         live.run_id,
@@ -453,11 +491,14 @@ def _begin(
         approve=approve,
         replanner=replanner or _default_replanner(actions),
         growing=growing,
+        admission=gate,
     )
     handle = Run(graph, live, options=options, driver=driver, store_spec=store)
     if on_event is not None:
         handle.subscribe(on_event)
     handle.begin()
+    if log is not None:
+        attach_event_log(handle, log)  # the run's first step waits for the loop's next turn
     if wants_bar(progress):
         ProgressBar(handle)
     return handle

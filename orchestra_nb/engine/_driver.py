@@ -189,6 +189,9 @@ class Driver:
     async def _prepare(self) -> None:
         graph, state = self.graph, self.state
         await self.actions.prepare(graph)
+        prepare_admission = getattr(self.admission, "prepare", None)
+        if prepare_admission is not None:
+            await prepare_admission(graph)
         state.keys = self.actions.cache_keys(graph)
         completed = await self.stored_results(state.keys)
         await self.records.save_header(self._header())
@@ -243,6 +246,10 @@ class Driver:
 
     def running_count(self) -> int:
         return len(self._workers)
+
+    def running(self) -> list[str]:
+        """The tasks executing now (O(tasks in flight))."""
+        return list(self._workers)
 
     def use_graph(self, graph: TaskGraph, *, forget_forced: set[str]) -> None:
         """Continue with ``graph`` (a revised plan); refreshed tasks were recomputed."""

@@ -39,7 +39,11 @@ POLL_EVERY = 1.0  # seconds between reads of decisions other processes wrote
 
 
 class Admission(Protocol):
-    """Decides, as a task is about to start, whether it may (a budget does this)."""
+    """Decides, as a task is about to start, whether it may (a budget does this).
+
+    An admission may also have ``async prepare(graph)``, awaited once before the
+    first task is handed out (to load what ``refuse`` needs without holding up
+    the event loop later)."""
 
     def refuse(self, task: Task, state: RunState) -> str | None:
         """None to let the task start, or a one-line reason it may not."""

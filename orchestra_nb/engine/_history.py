@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from .._budget import spent_before
 from .._errors import UnsafeDataError
 from .._kinds import FINAL_STATUSES
 from .._plan import TaskGraph
@@ -81,6 +82,9 @@ async def rollback(
                 live.errors[tid] = str(entry["error"])
         live.restore(tid, status)
         live.attempts[tid] = int(entry.get("attempts") or 0)
+        usage = spent_before({tid: entry})
+        if usage.total_tokens:
+            live.add_usage(tid, usage)
         if entry.get("start") is not None and entry.get("end") is not None:
             live.timeline[tid] = (float(entry["start"]), float(entry["end"]))
     live.state = str(header.get("state") or "finished")

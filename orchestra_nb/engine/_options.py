@@ -3,7 +3,7 @@
 Everything in ``RunOptions`` is recorded in the run's header so ``resume`` runs
 the rest the same way. The run-level values are the user's limits: a task's own
 ``timeout`` and ``retries`` (which may come from a model-written plan) can only
-make a task stricter, never raise them.
+make a task stricter, never raise them; a plan has no say in the ``budget``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from .._actions import DEFAULT_INPUT_BUDGET
+from .._budget import Budget
 from .._errors import RunError
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class RunOptions:
     on_failure: str = "skip"
     max_replans: int = 2
     llm_batch: bool = False
+    budget: Budget | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -65,6 +67,8 @@ class RunOptions:
         for pool, capacity in dict(self.pools).items():
             _whole(f"pool {pool!r}", capacity, least=1)
         object.__setattr__(self, "pools", dict(self.pools))
+        if self.budget is not None and not isinstance(self.budget, Budget):
+            object.__setattr__(self, "budget", Budget.from_record(self.budget))
 
     @property
     def workers(self) -> int:
@@ -93,7 +97,9 @@ class RunOptions:
         return delay
 
     def to_record(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        record["budget"] = self.budget.to_record() if self.budget is not None else None
+        return record
 
     @classmethod
     def from_record(cls, saved: Mapping[str, Any], **overrides: Any) -> RunOptions:

@@ -17,6 +17,7 @@ from ._history import history, rollback
 from ._options import RunOptions
 
 if TYPE_CHECKING:
+    from .._budget import Budget
     from .._events import Event
     from .._executors import Executor
     from .._plan import TaskGraph
@@ -48,6 +49,7 @@ class Orchestrator:
         mode: str | None = None,
         retries: int | None = None,
         timeout: float | None = None,
+        budget: Budget | None = None,
     ) -> None:
         from ..store import open_store
 
@@ -57,7 +59,13 @@ class Orchestrator:
         self.executor = executor
         self.progress = progress
         self.on_event = on_event
-        given = {"max_workers": max_workers, "mode": mode, "retries": retries, "timeout": timeout}
+        given = {
+            "max_workers": max_workers,
+            "mode": mode,
+            "retries": retries,
+            "timeout": timeout,
+            "budget": budget,
+        }
         self.options = replace(options or RunOptions(), **_given(given))
         self.runs: dict[str, Run] = {}
 
@@ -73,11 +81,18 @@ class Orchestrator:
         mode: str | None = None,
         retries: int | None = None,
         timeout: float | None = None,
+        budget: Budget | None = None,
     ) -> Run:
         """Start a run with this orchestrator's defaults (see ``orchestra_nb.start``)."""
         from .._plan import TaskGraph
 
-        given = {"max_workers": max_workers, "mode": mode, "retries": retries, "timeout": timeout}
+        given = {
+            "max_workers": max_workers,
+            "mode": mode,
+            "retries": retries,
+            "timeout": timeout,
+            "budget": budget,
+        }
         started = _begin(
             graph if isinstance(graph, TaskGraph) else TaskGraph.from_plan(graph),
             replace(self.options, **_given(given)),
@@ -108,6 +123,7 @@ class Orchestrator:
         mode: str | None = None,
         retries: int | None = None,
         timeout: float | None = None,
+        budget: Budget | None = None,
     ) -> Run:
         """Run to the end with this orchestrator's defaults (see ``orchestra_nb.run``)."""
         return await self.start(
@@ -120,6 +136,7 @@ class Orchestrator:
             mode=mode,
             retries=retries,
             timeout=timeout,
+            budget=budget,
         )
 
     async def resume(

@@ -7,7 +7,9 @@ skipped because a dependency failed — advance it; tasks cancelled because the
 run was interrupted do not, so a run stopped after 2 of 8 tasks ends the bar at
 2/8 with ``cancelled=6`` beside it, not at 100 %. It is drawn once the run has
 started: a run that cannot start (an unreachable store, a lease held elsewhere)
-ends with its error alone.
+ends with its error alone. Beside the counts it shows the run's resource use
+(``run.resources().line``: tokens a minute, money against the budget, tasks in
+flight per pool, memory).
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class ProgressBar:
             parts.append(f"cancelled={p.cancelled}")
         if p.tokens:
             parts.append(f"{self.tokens_label}={p.tokens:,}")
+        parts.append(run.resources().line)  # tokens/min, money and budget, pools, memory
         self.bar.set_postfix_str(" ".join(parts), refresh=False)
         self.bar.refresh()
 

@@ -19,8 +19,10 @@ from .._errors import RunError, StoreUnavailableError, TaskFailedError
 
 if TYPE_CHECKING:
     from .._actions import Actions
+    from .._budget import Budget
     from .._events import Event, EventLog
     from .._plan import Task, TaskGraph
+    from .._resources import Resources, TokenRate
     from ..llm import Usage
     from ..store import ResultStore
     from ._driver import Driver
@@ -62,6 +64,7 @@ class Run:
         self._driver = driver
         self._main: asyncio.Task[Run] | None = None
         self._awaited = False  # someone awaits the run, so its error reaches them
+        self._rate: TokenRate | None = None  # tokens a minute, across resources() calls
 
     # --- live state ------------------------------------------------------------------
 
@@ -178,12 +181,31 @@ class Run:
 
     @property
     def usage(self) -> Usage:
-        from ..llm import Usage
+        """Tokens this run's tasks spent (this part of the run; see ``spent``)."""
+        return self._live.usage_total
 
-        total = Usage()
-        for usage in self._live.usage_by_task.values():
-            total = total + usage
-        return total
+    @property
+    def spent(self) -> Usage:
+        """Tokens the whole run has spent, the parts before a ``resume`` included."""
+        return self._live.spent
+
+    @property
+    def budget(self) -> Budget | None:
+        """What the run may spend (``run(..., budget=...)``), or None."""
+        return self.options.budget
+
+    def running(self) -> list[str]:
+        """The tasks executing now."""
+        return self._driver.running() if self._driver is not None and not self.done else []
+
+    def resources(self) -> Resources:
+        """What the run uses now: tokens a minute, money against the budget, tasks in
+        flight per pool, this process's memory (``orchestra_nb._resources``)."""
+        from .._resources import TokenRate, measure
+
+        if self._rate is None:
+            self._rate = TokenRate()
+        return measure(self, self._rate)
 
     def result(self, task_id: str) -> Any:
         """The result of one task; TaskFailedError if it failed, KeyError if it has none."""

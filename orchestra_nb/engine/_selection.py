@@ -37,6 +37,7 @@ class Carried:
     lease_owner: str | None = None
     created: float | None = None
     revisions: tuple[Any, ...] = ()  # the run's Revision list so far
+    spent: Any = None  # Usage the earlier parts spent (None: sum the task records)
 
 
 def forced_ids(graph: TaskGraph, refresh: bool | Iterable[str]) -> set[str]:

@@ -13,15 +13,14 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._events import STATUS_AFTER, Event, EventLog
 from .._kinds import STATUSES
-
-if TYPE_CHECKING:
-    from ..llm import Usage
+from ..llm._base import Usage
 
 log = logging.getLogger("orchestra_nb")
+_NO_USAGE = Usage()
 
 
 @dataclass(frozen=True)
@@ -72,6 +71,8 @@ class RunState:
         self.usage_by_task: dict[str, Usage] = {}
         self.batches: dict[str, dict[str, str]] = {}  # task id -> the provider batch it went in
         self.tokens = 0
+        self.usage_total: Usage = _NO_USAGE  # every task of this run so far, summed
+        self.usage_before: Usage = _NO_USAGE  # what earlier parts of the run spent (resume)
         self.keys: dict[str, str] = {}
         self.events = EventLog()
         self.state = "pending"
@@ -144,6 +145,12 @@ class RunState:
     def add_usage(self, tid: str, usage: Usage) -> None:
         self.usage_by_task[tid] = usage
         self.tokens += usage.total_tokens
+        self.usage_total = self.usage_total + usage
+
+    @property
+    def spent(self) -> Usage:
+        """Tokens the whole run has spent: this part and the parts before a resume."""
+        return self.usage_before + self.usage_total
 
     def task_record(self, tid: str, status: str) -> dict[str, Any]:
         """What the run's record keeps about a task now."""
@@ -157,6 +164,8 @@ class RunState:
             "error": self.errors.get(tid),
             "key": self.keys.get(tid),
             "tokens": usage.total_tokens if usage is not None else 0,
+            "prompt_tokens": usage.prompt_tokens if usage is not None else 0,
+            "completion_tokens": usage.completion_tokens if usage is not None else 0,
             **({"batch": self.batches[tid]} if tid in self.batches else {}),
         }
 

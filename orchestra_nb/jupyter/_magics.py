@@ -96,6 +96,11 @@ class Orchestra(Magics, Configurable):
         help="Where Python tasks run: '' (this kernel), 'local:N' (a Dask LocalCluster), "
         "or a Dask scheduler address such as 'tcp://host:8786'.",
     ).tag(config=True)
+    budget = Unicode(
+        "",
+        help="Most a run may spend on LLM tasks: dollars ('1.50'), tokens ('200k tokens') "
+        "or both ('$1.50, 200k tokens'); '' for no limit.",
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, config=shell.config if shell is not None else None, **kwargs)
@@ -124,6 +129,11 @@ class Orchestra(Magics, Configurable):
     @argument("--no-cache", action="store_true", help="recompute every task")
     @argument("--max-tasks", type=int, help="most subtasks the LLM may plan")
     @argument("--executor", help="run Python tasks on Dask: local:N or tcp://host:8786")
+    @argument(
+        "--budget",
+        metavar="AMOUNT",
+        help="most the run may spend on LLM tasks: dollars (1.50), tokens (200k tokens) or both",
+    )
     @line_cell_magic
     def orchestrate(self, line: str, cell: str | None = None) -> None:
         """Plan a goal with an LLM into a task graph, show it as a widget, and run it.
@@ -244,6 +254,15 @@ class Orchestra(Magics, Configurable):
         spec = getattr(args, "executor", None) or self.executor
         if spec:
             options["executor"] = self._executor(spec)
+        budget = getattr(args, "budget", None) or self.budget
+        if budget:
+            from .._budget import Budget
+
+            try:
+                options["budget"] = Budget.parse(budget)
+            except OrchestraError as exc:
+                source = "--budget" if getattr(args, "budget", None) else "Orchestra.budget"
+                raise UsageError(f"{source}: {exc}") from None
         if options["max_workers"] < 1:
             raise UsageError(f"--max-workers must be at least 1, not {options['max_workers']}")
         return options
@@ -346,6 +365,7 @@ class Orchestra(Magics, Configurable):
         print(f"timeout      {self.timeout if self.timeout is not None else '(none)'}")
         print(f"max_tasks    {self.max_tasks}")
         print(f"executor     {self.executor or '(this kernel)'}")
+        print(f"budget       {self.budget or '(none)'}")
 
 
 def _split(line: str) -> list[str]:

@@ -17,6 +17,7 @@ from .._errors import OrchestraError, PlanError, RunError
 from .._text import shorten
 
 if TYPE_CHECKING:
+    from .._estimate import Estimate
     from .._plan import TaskGraph
     from ..engine import Run
     from ..llm import LLM
@@ -137,6 +138,27 @@ class Orchestration:
         )
         self._attach(run)
         return run
+
+    async def estimate(self) -> Estimate:
+        """What running the current plan would cost, with this orchestration's LLM, store
+        and options (``orchestra_nb.estimate``); ``str(est)`` is the line to show before
+        Run: "≈ 42k tokens · ≈ $0.08 · ≈ 6 min; 5 tasks cached"."""
+        from .._estimate import estimate
+
+        if self.graph is None:
+            raise PlanError("there is no plan yet" + (" (still planning)" if self.planning else ""))
+        options = self.options
+        budget = options.get("budget")
+        return await estimate(
+            self.graph,
+            llm=self.llm,
+            store=self.store,
+            runner=options.get("runner"),
+            functions=options.get("functions"),
+            max_workers=options.get("max_workers", 5),
+            mode=options.get("mode", "dag"),
+            prices=budget.prices if budget is not None else None,
+        )
 
     def resume(self, run_id: str) -> None:
         """Continue a run recorded in the store (after a kernel restart), in the background."""
