@@ -15,8 +15,10 @@ Who owns what (each module opens by saying more):
 - ``_revisions``: replanning — revision requests, the replanner, diffs, applying a
   revised plan;
 - ``_growth``: plans that grow while they run (a streaming planner);
+- ``_batches``: tasks waiting in a provider's Batch API;
 - ``_run``: ``Run``, the read-only handle users hold;
-- ``_api``: ``start``, ``run``, ``resume``;
+- ``_api``: ``start`` and ``run``;
+- ``_resume``: ``resume`` and ``start_resume``;
 - ``_history``: ``history`` and ``rollback`` — earlier runs read from a store;
 - ``_orchestrator``: ``Orchestrator``, shared defaults for repeated runs;
 - ``_progress``: the terminal progress bar.
@@ -25,11 +27,12 @@ The engine imports no cluster code: tasks run through ``Actions``, which hand
 them to an ``Executor`` (local threads, or a ``DaskExecutor`` given by the user).
 """
 
-from ._api import new_run_id, resume, run, start, start_resume
+from ._api import new_run_id, run, start
 from ._gates import Admission, record_decision
 from ._history import history, rollback
 from ._options import MODES, RunOptions
 from ._orchestrator import Orchestrator
+from ._resume import resume, start_resume
 from ._revisions import Revision, RevisionRequest
 from ._run import Run
 from ._state import Progress

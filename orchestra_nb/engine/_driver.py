@@ -18,10 +18,9 @@ goes::
 
     cancel(id) · cancel() · run_timeout · store failure ─► stop dispatching ─► wind down
 
-A task whose request waits in a provider batch (``llm_batch``) is *parked*: it
-shows as ``batched`` with the batch's id, gives its slot back while it waits
-(other tasks start, and join the next batch), and its ticket goes into its task
-record, so a run resumed after a kernel restart waits for the same batch.
+Around this core: approval gates hold tasks for a person (``_gates``), a final
+failure may bring a revised plan (``_revisions``), a plan may still be growing
+(``_growth``), and a task waiting in a provider batch is parked (``_batches``).
 
 Completions drive dispatch directly: there is no polling loop. A task that
 times out or is cancelled gives its slot back at once even if its code ignores
@@ -56,6 +55,7 @@ from .._events import STATUS_AFTER
 from .._kinds import FINAL_STATUSES
 from .._scheduler import Scheduler
 from ._attempts import Attempts
+from ._batches import Batches
 from ._gates import (
     Admission,
     Approvals,
@@ -127,6 +127,7 @@ class Driver:
         self.growing = growing  # the plan is still being written: do not end when idle
         self.admission = admission
         self.growth = Growth(self)
+        self.batches = Batches(self)
         self.prepared = asyncio.Event()
 
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -247,6 +248,10 @@ class Driver:
     def running_count(self) -> int:
         return len(self._workers)
 
+    def has_worker(self, tid: str) -> bool:
+        """Whether task ``tid`` has a worker now (a parked one included)."""
+        return tid in self._workers
+
     def running(self) -> list[str]:
         """The tasks executing now (O(tasks in flight))."""
         return list(self._workers)
@@ -302,8 +307,8 @@ class Driver:
             attempt,
             goal=self.graph.goal,
             key=key,
-            batch=self._carried_batch(tid, attempt),
-            hooks=self,
+            batch=self.batches.carried(tid, attempt),
+            hooks=self.batches,
         )
         try:
             results = state.results
@@ -347,35 +352,6 @@ class Driver:
         if sched.has_held():
             self.approvals.announce()
         self.dispatch()
-
-    # --- requests in a provider batch (BatchHooks) ---------------------------------------------
-
-    def park(self, tid: str) -> None:
-        """Task ``tid`` waits for a provider batch: its slot goes to another task."""
-        sched = self.sched
-        if sched is not None and tid in self._workers and sched.state(tid) == "running":
-            sched.park(tid)
-            self.dispatch()
-
-    def batched(self, tid: str, attempt: int, ticket: Mapping[str, str]) -> None:
-        """Task ``tid``'s request is in a provider batch: show it, and record the ticket so
-        that ``resume`` waits for this batch instead of sending the request again."""
-        state = self.state
-        if state.status.get(tid) not in ("running", "batched"):
-            return  # cancelled meanwhile
-        state.batches[tid] = dict(ticket)
-        state.set_status(tid, "batched", attempt=attempt, data=ticket)
-        self.records.task_changed(tid, state.task_record(tid, "batched"))
-
-    def _carried_batch(self, tid: str, attempt: int) -> Mapping[str, Any] | None:
-        """The batch an earlier run of this id left the task waiting in (first attempt of
-        a resumed run only; the batch client checks the ticket)."""
-        if attempt != 1 or not self.carried.tasks:
-            return None
-        entry = self.carried.tasks.get(tid)
-        if not entry or entry.get("status") not in ("batched", "cancelled"):
-            return None
-        return entry.get("batch")
 
     # --- failures, retries, cancellation -------------------------------------------------------
 
@@ -490,16 +466,6 @@ class Driver:
         await self._attempts.settle(ABANDON_GRACE, self.state.run_id)
         await self.actions.aclose()
         await self.records.stop_renewing()
-        state = self.state
-        state.finished_at = time.time()
-        if self.cancelled:
-            state.state = "cancelled"
-        elif state.error is not None or state.counts["done"] + state.counts["cached"] < len(
-            state.status
-        ):
-            state.state = "failed"
-        else:
-            state.state = "finished"
-        state.emit("run_finished", data={"state": state.state, "counts": vars(state.progress())})
+        self.state.conclude(cancelled=self.cancelled)
         await self.records.finish(self._header())
         await self.records.close()

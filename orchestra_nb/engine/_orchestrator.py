@@ -12,9 +12,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .._actions import graph_cache_keys
-from ._api import Runner, _begin, resume
+from ._api import Runner, _begin
 from ._history import history, rollback
 from ._options import RunOptions
+from ._resume import resume
 
 if TYPE_CHECKING:
     from .._budget import Budget

@@ -101,6 +101,18 @@ class RunState:
         status[tid] = new
         self.emit(kind, tid, attempt=attempt, error=error, data=data)
 
+    def conclude(self, *, cancelled: bool) -> None:
+        """The run is over: its own state (cancelled, failed or finished) and the last event."""
+        self.finished_at = time.time()
+        complete = self.counts["done"] + self.counts["cached"] == len(self.status)
+        if cancelled:
+            self.state = "cancelled"
+        elif self.error is not None or not complete:
+            self.state = "failed"
+        else:
+            self.state = "finished"
+        self.emit("run_finished", data={"state": self.state, "counts": vars(self.progress())})
+
     def add_task(self, tid: str) -> None:
         """A task joined the run (a plan still being written, or a revised one): pending."""
         self.status[tid] = "pending"
