@@ -14,7 +14,7 @@ def test_every_status_and_kind_can_be_drawn():
 
 def test_events_lead_only_to_known_statuses():
     assert set(STATUS_AFTER.values()) <= set(STATUSES)
-    assert FINAL_STATUSES == {"done", "cached", "failed", "skipped", "cancelled"}
+    assert {"done", "cached", "failed", "skipped", "cancelled"} == FINAL_STATUSES
 
 
 def test_synonyms_name_known_kinds():

@@ -10,11 +10,14 @@ nested-loop helper).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._errors import OrchestraError, PlanError, RunError
 from .._text import shorten
+
+log = logging.getLogger("orchestra_nb")
 
 if TYPE_CHECKING:
     from .._engine import Run
@@ -46,7 +49,7 @@ class Orchestration:
         self.runs: list[Run] = []
         self.widget: DagWidget = DagWidget(controller=self, title=name)
         self._planning: asyncio.Task[Any] | None = None
-        self._error: OrchestraError | None = None
+        self._error: Exception | None = None
 
     # --- state ----------------------------------------------------------------------------
 
@@ -84,8 +87,11 @@ class Orchestration:
         self.widget.set_graph(graph)
         self._error = None
 
-    def plan(self, goal: str, *, max_tasks: int = 12, then_run: bool = False) -> None:
-        """Ask the LLM for a plan in the background; the widget shows it when it arrives."""
+    def plan(
+        self, goal: str, *, max_tasks: int = 12, then_run: bool = False, refresh: bool = False
+    ) -> None:
+        """Ask the LLM for a plan in the background; the widget shows it when it arrives
+        (and, with ``then_run``, runs it; ``refresh`` recomputes every task)."""
         from .._actions import registered_functions
         from .._decompose import decompose
 
@@ -101,13 +107,12 @@ class Orchestration:
                 graph = await decompose(
                     goal, llm=self.llm, max_tasks=max_tasks, functions=functions or None
                 )
-            except OrchestraError as exc:
-                self._error = exc
-                self.widget.show_error(str(exc))
+                self.set_graph(graph)
+                if then_run:
+                    self.start(refresh=refresh)
+            except Exception as exc:
+                self._background_failed("planning", exc)
                 raise
-            self.set_graph(graph)
-            if then_run:
-                self.start()
             return graph
 
         self._planning = asyncio.get_running_loop().create_task(planning())
@@ -117,7 +122,7 @@ class Orchestration:
 
     def start(self, *, refresh: bool | Iterable[str] = False) -> Run:
         """Run the current plan; what is cached comes from the store."""
-        from .._engine import start
+        from .._engine import new_run_id, start
 
         if self.graph is None:
             raise PlanError("there is no plan yet" + (" (still planning)" if self.planning else ""))
@@ -129,6 +134,8 @@ class Orchestration:
             store=self.store,
             refresh=refresh,
             progress=False,
+            # the name leads the id, so `%orchestra show NAME` finds it after a restart
+            run_id=f"{self.name}-{new_run_id()}",
             **self.options,
         )
         self._attach(run)
@@ -145,16 +152,42 @@ class Orchestration:
                 run = await start_resume(
                     run_id, store=self.store, llm=self.llm, progress=False, **self.options
                 )
-            except OrchestraError as exc:
-                self._error = exc
-                self.widget.show_error(str(exc))
+                self.set_graph(run.graph)
+                self._attach(run)
+            except Exception as exc:
+                self._background_failed("resuming", exc)
                 raise
-            self.set_graph(run.graph)
-            self._attach(run)
             return run
 
         self._planning = asyncio.get_running_loop().create_task(resuming())
         self._planning.add_done_callback(_retrieve)
+
+    def show_record(self, record: Any) -> None:
+        """Show a run recorded in the store (its plan and how each task ended), not live."""
+        from .._plan import TaskGraph
+
+        graph = TaskGraph.from_plan(record.header["graph"])
+        self.set_graph(graph)
+        statuses = {
+            tid: str(entry.get("status") or "pending")
+            for tid, entry in record.tasks.items()
+            if tid in graph
+        }
+        state = record.header.get("state", "?")
+        self.widget.show_statuses(
+            statuses,
+            note=f"run {record.run_id} ({state}), read from the store: "
+            f"`%orchestra resume {record.run_id}` continues it, Run starts a new run",
+        )
+
+    def _background_failed(self, what: str, exc: Exception) -> None:
+        """An error in planning or resuming: shown in the widget, logged, kept for ``await``."""
+        from .._text import error_line
+
+        self._error = exc
+        if not isinstance(exc, OrchestraError):
+            log.error("%s %r failed", what, self.name, exc_info=exc)
+        self.widget.show_error(f"{what} failed: {error_line(exc)}")
 
     def _attach(self, run: Run) -> None:
         self.runs.append(run)
@@ -170,13 +203,17 @@ class Orchestration:
             self.widget.show_error(str(exc))
             return None
 
+    def retry_failed(self, task_ids: Iterable[str] | None = None) -> Run | None:
+        """Run again: failed, skipped and cancelled tasks execute, the rest comes from cache.
+
+        ``task_ids`` (the inspector's per-task Retry) names the tasks to retry; running
+        only those needs an engine option, so for now every unfinished task runs.
+        """
+        return self.start_run()
+
     def cancel_run(self, task_id: str | None = None) -> None:
         if self.run is not None and not self.run.done:
             self.run.cancel(task_id)
-
-    def retry_failed(self, task_ids: Iterable[str] | None = None) -> Run | None:
-        """Run again: failed, skipped and cancelled tasks execute, the rest comes from cache."""
-        return self.start_run()
 
     def graph_edited(self, change: dict[str, Any]) -> None:
         self.widget.set_stale(self.stale_ids())
