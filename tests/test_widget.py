@@ -239,7 +239,7 @@ async def test_a_big_plan_is_laid_out_off_the_loop_and_collapsed():
     group = w.drawn_as(member)
     assert group in w.groups and member in w.groups[group]
     w.selected = member
-    assert w.inspector["group"] == {"id": group, "count": 1242}
+    assert w.inspector["in_group"] == {"id": group, "count": 1242}
     w.selected = group
     assert w.inspector["count"] == 1242 and w.inspector["name"] == "mDiffFit ×1,242"
     assert len(w.inspector["members"]) == 200

@@ -511,7 +511,7 @@ class DagWidget(anywidget.AnyWidget):
             info["arguments"] = view(arguments)
         group = self.drawn_as(tid)
         if group != tid:
-            info["group"] = {"id": group, "count": len(self.groups[group])}
+            info["in_group"] = {"id": group, "count": len(self.groups[group])}
         if run is not None and tid in run.status:
             info["status"] = run.status[tid]
             info["attempts"] = run.attempts.get(tid, 0)

@@ -559,7 +559,7 @@ function render({ model, el }) {
       inspector.append(h("div", { class: "onb-note", text: "Click a task (or Tab to it and press Enter) to see it here." }));
       return;
     }
-    if (info.group) { drawGroup(info); return; }
+    if (info.group === true) { drawGroup(info); return; }
     const rows = [
       ["status", badge(info.status, info.stale ? " (stale: edited since the last run)" : "")],
       ["kind", kindLabel(info.kind) + (info.function ? ` · ${info.function}()` : "")],
@@ -577,8 +577,8 @@ function render({ model, el }) {
       h("div", { class: "onb-description", "data-testid": "inspector-description", text: info.description || "" }),
       table,
     );
-    if (info.group) inspector.append(h("div", { class: "onb-note" }, `Drawn inside a group of ${info.group.count.toLocaleString()} related tasks. `,
-      button("expand-group", "Expand group", () => send({ op: "expand", group: info.group.id }))));
+    if (info.in_group) inspector.append(h("div", { class: "onb-note" }, `Drawn inside a group of ${info.in_group.count.toLocaleString()} related tasks. `,
+      button("expand-group", "Expand group", () => send({ op: "expand", group: info.in_group.id }))));
     if (info.arguments) inspector.append(h("div", { class: "onb-sub", text: "arguments" }), resultView(info.arguments));
     if (info.error) {
       inspector.append(h("div", { class: "onb-error", "data-testid": "inspector-error", text: info.error }));
