@@ -130,6 +130,7 @@ class DagWidget(anywidget.AnyWidget):
         self.sent_updates = 0  # flushes sent to the front end (for tests and curiosity)
         self.observe(self._on_selected, names="selected")
         self.observe(self._on_edit, names="edit")
+        self.on_msg(self._on_message)
         if graph is not None:
             self.set_graph(graph)
         else:
@@ -297,6 +298,11 @@ class DagWidget(anywidget.AnyWidget):
         }
 
     # --- front-end requests ----------------------------------------------------------------
+
+    def _on_message(self, widget: Any, content: Any, buffers: Any) -> None:
+        """The front end asks whether the kernel is still there (after its comm flickered)."""
+        if isinstance(content, dict) and content.get("type") == "ping":
+            self.send({"type": "pong"})
 
     def _on_selected(self, change: dict[str, Any]) -> None:
         self._refresh_inspector()

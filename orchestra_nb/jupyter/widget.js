@@ -563,8 +563,8 @@ function render({ model, el }) {
     const rows = [
       ["status", badge(info.status, info.stale ? " (stale: edited since the last run)" : "")],
       ["kind", kindLabel(info.kind) + (info.function ? ` · ${info.function}()` : "")],
-      ["depends on", (info.dependencies || []).map((d) => d.name).join(", ") || "—"],
-      ["needed by", (info.dependents || []).map((d) => d.name).join(", ") || "—"],
+      ["depends on", names(info.dependencies)],
+      ["needed by", names(info.dependents)],
     ];
     if (info.attempts) rows.push(["attempts", String(info.attempts)]);
     if (info.seconds !== undefined) rows.push(["ran", `${fmtSeconds(info.seconds)} (from ${fmtSeconds(info.started)})`]);
@@ -586,6 +586,12 @@ function render({ model, el }) {
     }
     if (info.result) inspector.append(resultView(info.result));
     showEditForm(info);
+  }
+
+  function names(list) {
+    const all = (list || []).map((d) => d.name);
+    if (!all.length) return "—";
+    return all.slice(0, 12).join(", ") + (all.length > 12 ? ` … and ${(all.length - 12).toLocaleString()} more` : "");
   }
 
   function drawGroup(info) {
@@ -695,8 +701,9 @@ function render({ model, el }) {
   }
 
   // --- a widget whose kernel is gone says so --------------------------------------------------
-  function checkAlive() {
-    const disconnected = !!el.closest(".jupyter-widgets-disconnected");
+  // The widget manager marks models disconnected when their kernel restarts or dies
+  // (`comm_live_update`); a ping that gets its pong back proves the kernel is still there.
+  function checkAlive(disconnected) {
     if (disconnected === gone) return;
     gone = disconnected;
     el.classList.toggle("onb-gone", gone);
@@ -720,7 +727,11 @@ function render({ model, el }) {
   drawMessage();
   const resize = new ResizeObserver(() => { if (scale === null) applyZoom(); });
   resize.observe(graphBox);
-  const alive = () => setTimeout(checkAlive, 0);
+  const alive = () => {
+    setTimeout(() => checkAlive(true), 0);
+    try { model.send({ type: "ping" }); } catch (e) { /* no comm: gone it is */ }
+  };
+  const onCustom = (msg) => { if (msg && msg.type === "pong") checkAlive(false); };
 
   const handlers = [
     ["change:layout", drawLayout],
@@ -737,9 +748,10 @@ function render({ model, el }) {
     ["change:look", () => { style.textContent = statusCss(look()); drawLegend(); }],
     ["change:title", () => { title.textContent = model.get("title") || ""; }],
     ["comm_live_update", alive],
+    ["msg:custom", onCustom],
   ];
   for (const [name, fn] of handlers) model.on(name, fn);
-  requestAnimationFrame(checkAlive);
+  requestAnimationFrame(() => { if (el.closest(".jupyter-widgets-disconnected")) checkAlive(true); });
   return () => {
     resize.disconnect();
     for (const [name, fn] of handlers) model.off(name, fn);
