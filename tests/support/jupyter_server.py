@@ -105,7 +105,9 @@ class JupyterLab:
         """The notebook in JupyterLab (``front="lab"``) or in Notebook 7 (``"notebook"``)."""
         if front == "notebook":
             return f"{self.url}/notebooks/{name}?token={self.token}"
-        return f"{self.url}/lab/tree/{name}?token={self.token}"
+        # reset: only this notebook open (one server serves many tests, and JupyterLab
+        # would otherwise reopen every notebook the last test had open)
+        return f"{self.url}/lab/tree/{name}?reset&token={self.token}"
 
 
 def write_notebook(path: Path, cells: list[str]) -> None:
