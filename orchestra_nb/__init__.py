@@ -21,6 +21,7 @@ from ._errors import (
     StoreError,
     StoreUnavailableError,
     TaskFailedError,
+    TaskTimeoutError,
     UnsafeDataError,
 )
 
@@ -32,14 +33,14 @@ _LAZY: dict[str, str] = {
     "TaskGraph": "._plan",
     "CriticalPath": "._plan",
     "Scheduler": "._scheduler",
-    "run": "._engine",
-    "start": "._engine",
-    "history": "._engine",
-    "resume": "._engine",
-    "start_resume": "._engine",
-    "rollback": "._engine",
-    "Run": "._engine",
-    "Orchestrator": "._engine",
+    "run": ".engine",
+    "start": ".engine",
+    "history": ".engine",
+    "resume": ".engine",
+    "start_resume": ".engine",
+    "rollback": ".engine",
+    "Run": ".engine",
+    "Orchestrator": ".engine",
     "Event": "._events",
     "task_function": "._actions",
     "cache_key": "._cache",
@@ -54,7 +55,10 @@ _LAZY: dict[str, str] = {
     "decompose": "._decompose",
     "to_graphviz": "._render",
     "DaskExecutor": "._dask",
-    "StoredResult": "._dask",
+    "StoredResult": ".store",
+    "RunOptions": ".engine",
+    "Executor": "._executors",
+    "LocalExecutor": "._executors",
     "load_ipython_extension": ".jupyter",
     "unload_ipython_extension": ".jupyter",
     "ResultStore": ".store",
@@ -68,9 +72,11 @@ __all__ = [
     "CriticalPath",
     "DaskExecutor",
     "Event",
+    "Executor",
     "Image",
     "LLMError",
     "LeaseError",
+    "LocalExecutor",
     "Markdown",
     "OpenAILLM",
     "OrchestraError",
@@ -83,6 +89,7 @@ __all__ = [
     "ResultStore",
     "Run",
     "RunError",
+    "RunOptions",
     "Scheduler",
     "StoreError",
     "StoreUnavailableError",
@@ -90,6 +97,7 @@ __all__ = [
     "Task",
     "TaskFailedError",
     "TaskGraph",
+    "TaskTimeoutError",
     "UnsafeDataError",
     "Usage",
     "cache_key",
@@ -124,11 +132,18 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._actions import task_function
     from ._cache import cache_key
-    from ._dask import DaskExecutor, StoredResult
+    from ._dask import DaskExecutor
     from ._decompose import decompose
-    from ._engine import (
+    from ._events import Event
+    from ._executors import Executor, LocalExecutor
+    from ._plan import CriticalPath, Task, TaskGraph
+    from ._render import to_graphviz
+    from ._scheduler import Scheduler
+    from ._values import Image, Markdown
+    from .engine import (
         Orchestrator,
         Run,
+        RunOptions,
         history,
         resume,
         rollback,
@@ -136,11 +151,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         start,
         start_resume,
     )
-    from ._events import Event
-    from ._plan import CriticalPath, Task, TaskGraph
-    from ._render import to_graphviz
-    from ._scheduler import Scheduler
-    from ._values import Image, Markdown
     from .jupyter import load_ipython_extension, unload_ipython_extension
     from .llm import LLM, Completion, OpenAILLM, RateLimit, ReplayLLM, Usage
-    from .store import ResultStore, open_store
+    from .store import ResultStore, StoredResult, open_store

@@ -2,34 +2,36 @@
 
 ``Actions`` picks the action for each task by its ``kind`` and gives each a
 fingerprint for the cache key (model and sampling parameters, function name and
-version). Sync functions run in worker threads so they never block the loop.
-Actions know nothing about graphs beyond the task and its inputs, and nothing
-about widgets.
+version); ``graph_cache_keys`` turns those into every task's key. A task's code
+runs through an ``Executor``: the local one (sync functions in worker threads,
+so they never block the loop) or a cluster executor the user gave. Actions look
+at a whole graph only to check that every task can run and to compute keys;
+executing a task takes just the task and its inputs. They know nothing about
+widgets.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextvars
-import functools
 import html
 import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._cache import callable_name, code_version, graph_keys
 from ._errors import RunError
+from ._executors import Executor, LocalExecutor, is_async
 from ._kinds import KINDS
 from ._text import first_line
 from ._values import Image, Markdown
+from .store._reference import resolve
 
 if TYPE_CHECKING:
     from ._plan import Task, TaskGraph
     from .llm import LLM, Usage
+    from .store import ResultStore
 
 Runner = Callable[["Task", dict[str, Any]], Any]
 DEFAULT_INPUT_BUDGET = 6000  # tokens of upstream results an LLM task sees
@@ -112,68 +114,6 @@ class TaskContext:
 
     def add_usage(self, usage: Usage) -> None:
         self.usage = usage if self.usage is None else self.usage + usage
-
-
-# --- running sync code off the loop --------------------------------------------------------
-
-
-class ThreadRunner:
-    """Runs sync callables in threads without ever blocking the loop.
-
-    A sync call that overstays its timeout cannot be stopped; its thread is
-    abandoned to a retired pool so it never holds a slot new work needs.
-    """
-
-    def __init__(self, max_workers: int):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._factory = functools.partial(
-            ThreadPoolExecutor, max_workers=max(1, max_workers), thread_name_prefix="orchestra"
-        )
-        self._pool: Executor | None = None
-
-    async def call(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        if self._pool is None:
-            self._pool = self._factory()
-        loop = asyncio.get_running_loop()
-        ctx = contextvars.copy_context()
-        future = loop.run_in_executor(self._pool, functools.partial(ctx.run, func, *args, **kwargs))
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if not future.done():
-                self.retire()
-            raise
-
-    def retire(self) -> None:
-        """Hand the current pool (with a stuck thread) off; new calls get a fresh one."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=False)
-            self._pool = None
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-
-
-async def call_maybe_async(
-    threads: ThreadRunner, func: Callable[..., Any], /, *args: Any, **kwargs: Any
-) -> Any:
-    """Await coroutine functions; run sync ones in a thread; await awaitable results."""
-    if _is_async(func):
-        result = await func(*args, **kwargs)
-    else:
-        result = await threads.call(func, *args, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-def _is_async(func: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-        getattr(func, "__call__", None)  # noqa: B004 - objects with an async __call__
-    )
 
 
 # --- turning results into text -----------------------------------------------------------
@@ -313,8 +253,8 @@ class Actions:
         functions: Mapping[str, Any] | Iterable[Callable[..., Any]] | None = None,
         goal: str | None = None,
         input_budget: int = DEFAULT_INPUT_BUDGET,
-        threads: ThreadRunner | None = None,
-        executor: Any = None,
+        local: LocalExecutor | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.runner = runner
         self._llm_spec = llm
@@ -322,12 +262,13 @@ class Actions:
         self.functions = {**_REGISTRY, **_as_task_functions(functions)}
         self.goal = goal
         self.input_budget = input_budget
-        self.threads = threads or ThreadRunner(1)  # its pool starts on first use
+        self.local = local or LocalExecutor(1)  # its threads start on first use
         self.executor = executor
-        self.store_url: str | None = None  # set by the run: where cluster workers commit
+        self.store: ResultStore | None = None  # the run's store (see use_store)
+        self.store_url: str | None = None  # where cluster workers commit
         self.signing_key: bytes | str | None = None
         self.names: dict[str, str] = {}
-        self._runner_is_async = runner is not None and _is_async(runner)
+        self._runner_is_async = runner is not None and is_async(runner)
         if runner is not None:
             self._runner_fp = {
                 "action": "runner",
@@ -378,6 +319,24 @@ class Actions:
             if prepare is not None:
                 await prepare()
 
+    def use_store(self, store: ResultStore) -> None:
+        """The run's store: where inputs a cluster worker left behind are read from, and
+        (when there is a cluster executor) where its workers commit results."""
+        self.store = store
+        if self.executor is not None:
+            self.store_url = store.shared_url()
+            self.signing_key = store.codecs.signing_key
+
+    async def resolve(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` with results a cluster worker left in the store loaded from it."""
+        if self.store is None:
+            return values
+        return await resolve(self.store, values)
+
+    async def aclose(self) -> None:
+        """Stop the local threads (a call still running in one is abandoned)."""
+        await self.local.aclose()
+
     def cache_keys(self, graph: TaskGraph) -> dict[str, str]:
         """Every task's cache key when these actions run it (see ``graph_cache_keys``)."""
         return graph_keys(graph, self.fingerprint)
@@ -393,11 +352,15 @@ class Actions:
         return {"action": task.kind, "goal": self.goal if task.kind == "report" else None}
 
     async def execute(self, task: Task, inputs: dict[str, Any], ctx: TaskContext) -> Any:
+        """Run the task's action on its inputs: its value, or a ``StoredResult`` when a
+        cluster worker committed it to the store under ``ctx.key``."""
         if self._runner_is_async:
             result = await self.runner(task, inputs)  # type: ignore[misc]
             return await result if inspect.isawaitable(result) else result
+        if self.executor is not None and not self.remote(task):
+            inputs = await self.resolve(inputs)  # a local task needs the values themselves
         if self.runner is not None:
-            return await call_maybe_async(self.threads, self.runner, task, inputs)
+            return await self.local.call(self.runner, task, inputs)
         if task.kind == "python":
             return await self._call_function(task, inputs, ctx)
         if task.kind == "report":
@@ -422,7 +385,7 @@ class Actions:
         return Markdown(completion.text)
 
     def remote(self, task: Task) -> bool:
-        """Whether this task runs on the executor's cluster (its inputs may stay remote)."""
+        """Whether this task runs on the cluster executor (its inputs may stay remote)."""
         return self.runner is None and self.executor is not None and self.executor.handles(task)
 
     async def _call_function(self, task: Task, inputs: dict[str, Any], ctx: TaskContext) -> Any:
@@ -437,7 +400,7 @@ class Actions:
                 store_url=self.store_url,
                 signing_key=self.signing_key,
             )
-        return await call_maybe_async(self.threads, entry.func, **kwargs)
+        return await self.local.call(entry.func, **kwargs)
 
 
 def graph_cache_keys(

@@ -24,40 +24,13 @@ import inspect
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from .store import StoredResult
 
 if TYPE_CHECKING:
     from ._actions import TaskContext
     from ._plan import Task
-
-
-@dataclass(frozen=True)
-class StoredResult:
-    """A result a cluster worker committed to the shared store; the value stays there."""
-
-    key: str
-    task_id: str
-    _url: str = field(repr=False, compare=False)  # may hold a password: never shown
-
-    async def load(self) -> Any:
-        from .store import open_store
-
-        store = open_store(self._url)
-        try:
-            return await store.get(self.key)
-        finally:
-            await store.close()
-
-    def __repr__(self) -> str:
-        return f"StoredResult({self.task_id!r}, key={self.key[:12]}…)"
-
-
-@dataclass(frozen=True)
-class Committed:
-    """What an executor returns when the worker already committed the result."""
-
-    result: StoredResult
 
 
 class DaskExecutor:
@@ -151,7 +124,8 @@ class DaskExecutor:
         store_url: str | None,
         signing_key: bytes | str | None = None,
     ) -> Any:
-        """Run ``func(**kwargs)`` on the cluster; a ``Committed`` reference, or the value."""
+        """Run ``func(**kwargs)`` on the cluster: a ``StoredResult`` under ``ctx.key`` when
+        the worker committed the value to the shared store, else the value."""
         client = await self.client()
         ship = self.ship_results or store_url is None
         meta = {"task_id": task.id, "run_id": ctx.run_id, "kind": task.kind, "worker": True}
@@ -187,7 +161,11 @@ class DaskExecutor:
             future.release()
         if ship:
             return outcome
-        return Committed(StoredResult(ctx.key or "", task.id, store_url or ""))
+        return StoredResult(ctx.key or "", task.id, store_url or "")
+
+    async def aclose(self) -> None:
+        """Close the client, and the local cluster if this executor started one."""
+        await self.close()
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -242,7 +220,7 @@ def run_on_worker(
     refs = _references(kwargs)
     store = None
     if refs or store_url is not None:
-        store = _worker_store(store_url or next(iter(refs.values()))._url, signing_key)
+        store = _worker_store(store_url or next(iter(refs.values())).url, signing_key)
     loop = _worker_loop()
     if refs:
         loaded = loop.run_until_complete(store.get_many([r.key for r in refs.values()]))

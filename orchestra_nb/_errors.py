@@ -63,6 +63,10 @@ class LeaseError(RunError):
     """Another process holds the lease on this run."""
 
 
+class TaskTimeoutError(OrchestraError, TimeoutError):
+    """A task ran longer than its timeout."""
+
+
 class TaskFailedError(OrchestraError):
     """Raised by ``Run.result(id)`` (and strict waits) for a task that failed."""
 
@@ -70,3 +74,13 @@ class TaskFailedError(OrchestraError):
         super().__init__(f"task {task_id!r} failed: {error}")
         self.task_id = task_id
         self.error = error
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line, prefixed by its type unless it is one of ours (whose
+    messages already say what is wrong)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    name = type(exc).__name__
+    if isinstance(exc, TaskTimeoutError | StoreError | ConfigError | RunError | PlanError):
+        return text
+    return f"{name}: {text}" if not text.startswith(name) else text

@@ -16,7 +16,11 @@ _NO_DATA: Mapping[str, Any] = MappingProxyType({})
 
 EventKind = Literal[
     "run_started",
+    "task_added",
     "queued",
+    "awaiting_approval",
+    "approved",
+    "rejected",
     "started",
     "retrying",
     "done",
@@ -24,12 +28,18 @@ EventKind = Literal[
     "failed",
     "skipped",
     "cancelled",
+    "unsaved",
+    "revision",
     "run_finished",
 ]
 
 #: Status a task has after an event of each kind.
 STATUS_AFTER: Mapping[str, str] = {
+    "task_added": "pending",
     "queued": "ready",
+    "awaiting_approval": "awaiting_approval",
+    "approved": "ready",
+    "rejected": "skipped",
     "started": "running",
     "retrying": "waiting",
     "done": "done",
@@ -37,6 +47,7 @@ STATUS_AFTER: Mapping[str, str] = {
     "failed": "failed",
     "skipped": "skipped",
     "cancelled": "cancelled",
+    "unsaved": "unsaved",
 }
 
 

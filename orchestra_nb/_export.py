@@ -19,7 +19,7 @@ from ._actions import assemble_report
 from ._values import Image, Markdown
 
 if TYPE_CHECKING:
-    from ._engine import Run
+    from .engine import Run
 
 _SUFFIX = {"image/png": ".png", "image/svg+xml": ".svg", "image/jpeg": ".jpg", "image/gif": ".gif"}
 

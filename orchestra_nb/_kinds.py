@@ -9,10 +9,11 @@ A task's *status* in a run moves like this (the scheduler's states, plus
 while the store was unreachable)::
 
     pending ─► ready ─► running ─► done
-      │          ▲        │
-      │          │        ├─► waiting ─► ready               (a retry after a backoff)
-      │          │        ├─► failed ─► descendants skipped
-      │          │        └─► unsaved                         (store down; kept in memory)
+      │  │       ▲        │
+      │  │       │        ├─► waiting ─► ready               (a retry after a backoff)
+      │  │       │        ├─► failed ─► descendants skipped
+      │  │       │        └─► unsaved                         (store down; kept in memory)
+      │  └─► awaiting_approval ─► ready | skipped             (approved | rejected)
       └─► cached                                              (found in the store)
     any unfinished ─► cancelled ─► descendants skipped
 """
@@ -66,6 +67,12 @@ STATUSES: Mapping[str, Status] = MappingProxyType(
         s.name: s
         for s in (
             Status("pending", "pending", False, "waiting for its dependencies"),
+            Status(
+                "awaiting_approval",
+                "awaiting approval",
+                False,
+                "ready, but waiting for a person to approve it",
+            ),
             Status("ready", "ready", False, "queued for a free worker"),
             Status("running", "running", False, "executing now"),
             Status("waiting", "retrying", False, "failed; waiting to retry after a backoff"),

@@ -68,6 +68,7 @@ class Entry:
     resources: dict[str, int] = field(default_factory=dict)
     retries: int | None = None
     timeout: float | None = None
+    approval: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -290,6 +291,7 @@ def _read_entry(index: int, item: Any) -> Entry:
         resources=_resources(pick(("resources", "pools", "pool")), raw_id),
         retries=_int(pick(("retries", "max_retries")), f"task {raw_id!r}: retries"),
         timeout=parse_duration_seconds(pick(("timeout",)), what=f"task {raw_id!r}: timeout"),
+        approval=_flag(pick(("approval", "requires_approval", "needs_approval")), raw_id),
     )
     entry.extra = {str(k): v for k, v in item.items() if k not in used}
     return entry
@@ -386,6 +388,18 @@ def _number(value: Any, what: str) -> float | None:
     if not math.isfinite(number):
         raise PlanError(f"{what} must be finite, not {value!r}")
     return number
+
+
+def _flag(value: Any, raw_id: str) -> bool:
+    """A yes/no plan field: JSON booleans, and the words models write for them."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "y", "1", "required"):
+        return True
+    if text in ("false", "no", "n", "0", "", "none"):
+        return False
+    raise PlanError(f"task {raw_id!r}: approval must be true or false, not {value!r}", ids=[raw_id])
 
 
 def _int(value: Any, what: str) -> int | None:

@@ -46,6 +46,7 @@ _EDITABLE = (
     "resources",
     "retries",
     "timeout",
+    "approval",
     "extra",
 )
 
@@ -58,7 +59,8 @@ class Task:
     runs it (``"llm"``, ``"python"``, ``"report"``); ``function`` names a registered
     Python function for ``kind="python"``; ``params`` are action parameters that
     change the result (and so the cache key); ``priority``, ``resources``,
-    ``retries`` and ``timeout`` (seconds) steer scheduling only. ``extra`` keeps
+    ``retries`` and ``timeout`` (seconds) steer scheduling only; ``approval``
+    makes a run wait for a person to approve the task before it starts. ``extra`` keeps
     fields this package does not know so a plan round-trips unchanged.
     """
 
@@ -74,6 +76,7 @@ class Task:
     resources: Mapping[str, int] = field(default_factory=dict)
     retries: int | None = None
     timeout: float | None = None
+    approval: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -112,6 +115,8 @@ class Task:
                 )
         if self.retries is not None and (not isinstance(self.retries, int) or self.retries < 0):
             raise PlanError(f"task {self.id!r}: retries must be an integer ≥ 0", ids=[self.id])
+        if not isinstance(self.approval, bool):
+            raise PlanError(f"task {self.id!r}: approval must be true or false", ids=[self.id])
         if self.timeout is not None and not self.timeout > 0:
             raise PlanError(f"task {self.id!r}: timeout must be positive seconds", ids=[self.id])
 
@@ -163,6 +168,8 @@ class Task:
             value = getattr(self, name)
             if value:
                 out[name] = dict(value)
+        if self.approval:
+            out["approval"] = True
         for key, value in self.extra.items():
             out.setdefault(key, value)
         return out
@@ -193,7 +200,8 @@ class TaskGraph:
     ``TaskGraph.load(path)``. Edit it with ``add_task``, ``remove_task``,
     ``add_dependency``, ``remove_dependency`` and ``update_task``; every edit is
     validated and atomic. ``observe(callback)`` registers a function called with a
-    small dict describing each successful edit (the widget uses it).
+    small dict describing each successful edit, for code that keeps its own view of
+    the graph in step with it.
     """
 
     def __init__(
@@ -630,6 +638,7 @@ def _resolve(entries: list[Entry]) -> list[Task]:
                 resources=entry.resources,
                 retries=entry.retries,
                 timeout=entry.timeout,
+                approval=entry.approval,
                 extra=entry.extra,
             )
         )

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 STATUS_STYLE: Mapping[str, Mapping[str, str]] = {
     "pending": {"fillcolor": "#f4f4f5", "color": "#a1a1aa", "fontcolor": "#3f3f46"},
+    "awaiting_approval": {"fillcolor": "#ede9fe", "color": "#7c3aed", "fontcolor": "#4c1d95"},
     "ready": {"fillcolor": "#e0f2fe", "color": "#0ea5e9", "fontcolor": "#0c4a6e"},
     "running": {"fillcolor": "#fef3c7", "color": "#d97706", "fontcolor": "#78350f"},
     "waiting": {"fillcolor": "#ffedd5", "color": "#ea580c", "fontcolor": "#7c2d12"},
@@ -42,6 +43,7 @@ KIND_SHAPE: Mapping[str, str] = {"llm": "box", "python": "component", "report": 
 #: outline's line (cached is not done, skipped is not pending, even in grey scale).
 STATUS_MARK: Mapping[str, Mapping[str, str]] = {
     "pending": {"mark": "", "line": "solid"},
+    "awaiting_approval": {"mark": "✋", "line": "dotted"},
     "ready": {"mark": "•", "line": "solid"},
     "running": {"mark": "▶", "line": "solid"},
     "waiting": {"mark": "…", "line": "dotted"},

@@ -9,10 +9,20 @@ engine does the waiting and this module decides.
 A task moves through these states::
 
     pending ─► ready ─► running ─► done
-                 ▲         │
-                 │         ├─► waiting ─► (requeue) ─► ready     retries left
-                 │         └─► failed                            descendants ─► skipped
+       │         ▲  ▲      │
+       │         │  │      ├─► waiting ─► (requeue) ─► ready     retries left
+       │         │  │      ├─► failed                            descendants ─► skipped
+       │         │  │      └─► held (defer: handed back)
+       └─► held ─┘  └── (release)                                a *gated* task is held
+                                                                 instead of becoming ready
     any unfinished task ─► cancelled                             descendants ─► skipped
+
+A *gated* task (``gated=``, ``gate()``) that has all its dependencies done is
+``held`` rather than ready: it takes no slot and waits for ``release()``
+(someone approved it) or ``cancel()`` (someone rejected it). ``defer()`` hands
+a task just taken from ``get_ready`` back as held, freeing its slot. ``add()``
+grows the graph while it runs (a plan still being written): new tasks may
+depend on any known task, so no cycle can form.
 
 The whole state is kept incrementally, so a run costs O(V + E) plus a heap
 operation per hand-out, however it is driven:
@@ -42,10 +52,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 TaskState = Literal[
-    "pending", "ready", "running", "waiting", "done", "failed", "cancelled", "skipped"
+    "pending", "held", "ready", "running", "waiting", "done", "failed", "cancelled", "skipped"
 ]
 STATES: tuple[TaskState, ...] = (
     "pending",
+    "held",
     "ready",
     "running",
     "waiting",
@@ -251,9 +262,11 @@ class Scheduler:
 
     __slots__ = (
         "_attempts",
+        "_capacity",
         "_children",
         "_class_of",
         "_counts",
+        "_gated",
         "_heaps",
         "_ids",
         "_in_use",
@@ -261,6 +274,8 @@ class Scheduler:
         "_limits",
         "_missing",
         "_needs",
+        "_newly_held",
+        "_next_rank",
         "_rank",
         "_retries",
         "_state",
@@ -278,6 +293,7 @@ class Scheduler:
         max_workers: int | None = None,
         retries: Mapping[str, int] | int = 0,
         completed: Iterable[str] = (),
+        gated: Iterable[str] = (),
     ) -> None:
         order, parents = _index_parents(dependencies)
         topo, self._children = _topological(order, parents)
@@ -286,12 +302,17 @@ class Scheduler:
         self._ids = order
         self._index = index
 
-        capacities = self._capacities(pools, max_workers)
+        self._capacity = capacities = self._capacities(pools, max_workers)
         self._workers = max_workers
         self._in_use = dict.fromkeys(capacities, 0)
         self._classify(order, resources or {}, capacities, index)
         self._rank = self._rank_tasks(order, parents, topo, index, priority, durations)
+        self._next_rank = n
         self._retries = self._retry_budget(order, retries, index)
+        self._gated = [False] * n
+        self._newly_held: list[str] = []
+        for tid in gated:
+            self._gated[self._i(tid)] = True
 
         self._attempts = [0] * n
         self._state: list[TaskState] = ["pending"] * n
@@ -422,7 +443,20 @@ class Scheduler:
     def is_active(self) -> bool:
         """True while some task is not finished (done, failed, cancelled or skipped)."""
         c = self._counts
-        return c["pending"] + c["ready"] + c["running"] + c["waiting"] > 0
+        return c["pending"] + c["held"] + c["ready"] + c["running"] + c["waiting"] > 0
+
+    def is_gated(self, task_id: str) -> bool:
+        """Whether the task will be (or is) held instead of becoming ready."""
+        return self._gated[self._i(task_id)]
+
+    def has_held(self) -> bool:
+        """Whether some task became held since the last ``take_held``."""
+        return bool(self._newly_held)
+
+    def take_held(self) -> list[str]:
+        """Tasks that became held since the last call (in that order), to be announced."""
+        held, self._newly_held = self._newly_held, []
+        return held
 
     def snapshot(self) -> Snapshot:
         ids, state = self._ids, self._state
@@ -493,7 +527,8 @@ class Scheduler:
         return out
 
     def done(self, task_id: str) -> list[str]:
-        """A running task finished: free its slots; return the tasks that became ready."""
+        """A running task finished: free its slots; return the tasks that became ready
+        (gated ones that became held instead are reported by ``take_held``)."""
         i = self._running(task_id)
         self._release(i)
         self._move(i, "done")
@@ -504,7 +539,8 @@ class Scheduler:
             # a child already done (a cached result) stays done
             if not missing[c] and state[c] == "pending":
                 self._make_ready(c)
-                ready.append(self._ids[c])
+                if state[c] == "ready":  # not held by a gate
+                    ready.append(self._ids[c])
         return ready
 
     def failed(self, task_id: str, *, retryable: bool = True) -> Failure:
@@ -523,7 +559,7 @@ class Scheduler:
         return Failure(task_id, False, attempt, self._skip_below(i))
 
     def requeue(self, task_id: str) -> None:
-        """A waiting task's backoff is over: queue it again."""
+        """A waiting task's backoff is over: queue it again (held, if it was gated since)."""
         i = self._i(task_id)
         if self._state[i] != "waiting":
             raise ValueError(
@@ -559,6 +595,131 @@ class Scheduler:
             out.append(tid)
         return tuple(out)
 
+    # --- gates ---------------------------------------------------------------------------
+
+    def gate(self, task_id: str) -> None:
+        """From now on the task is held instead of becoming ready (if it is not yet)."""
+        i = self._i(task_id)
+        self._gated[i] = True
+        if self._state[i] == "ready":
+            self._move(i, "held")  # its heap entry is dropped when it reaches the top
+            self._newly_held.append(task_id)
+
+    def release(self, task_id: str) -> None:
+        """Let a gated task go: a held one becomes ready; a pending one no longer waits
+        for a release once its dependencies are done."""
+        i = self._i(task_id)
+        self._gated[i] = False
+        if self._state[i] == "held":
+            self._make_ready(i)
+
+    def defer(self, task_id: str) -> None:
+        """Hand back a task ``get_ready`` just gave out: it is held (and gated), its slots
+        are free, and the hand-out does not count as an attempt."""
+        i = self._running(task_id)
+        self._release(i)
+        self._attempts[i] -= 1
+        self._gated[i] = True
+        self._move(i, "held")
+        self._newly_held.append(task_id)
+
+    # --- growing the graph ------------------------------------------------------------------
+
+    def add(
+        self,
+        dependencies: Mapping[str, Iterable[str]],
+        *,
+        resources: Mapping[str, Mapping[str, int]] | None = None,
+        retries: Mapping[str, int] | int = 0,
+        gated: Iterable[str] = (),
+    ) -> tuple[list[str], tuple[str, ...]]:
+        """Add tasks while the run goes; return (those that became ready, those skipped).
+
+        Each new task may depend on tasks already known or added before it in
+        ``dependencies``. New tasks rank after every task already known, in the
+        order given (the whole graph is not known, so there is no critical path
+        to rank by). A task below a failed or cancelled one is skipped at once;
+        gated tasks whose dependencies are done are held (see ``take_held``).
+        """
+        index, ids = self._index, self._ids
+        new = list(dependencies)
+        for tid in new:
+            if tid in index:
+                raise ValueError(f"task {tid!r} already exists")
+        first = len(ids)
+        for k, tid in enumerate(new):
+            index[tid] = first + k
+        try:
+            parents = []
+            for tid in new:
+                deps = dependencies[tid]
+                if isinstance(deps, str):
+                    raise ValueError(
+                        f"dependencies of task {tid!r} must be a collection of ids, "
+                        f"not the string {deps!r}"
+                    )
+                ps = []
+                for dep in dict.fromkeys(deps):
+                    j = index.get(dep)
+                    if j is None or j >= index[tid]:
+                        raise ValueError(f"task {tid!r} depends on unknown task {dep!r}")
+                    ps.append(j)
+                parents.append(ps)
+            capacities = self._capacity
+            classes = {need: cls for cls, need in enumerate(self._needs)}
+            class_of = []
+            for tid in new:
+                wanted = (resources or {}).get(tid)
+                if not wanted:
+                    class_of.append(0)
+                    continue
+                need = _need_of(tid, wanted, capacities, WORKERS in capacities)
+                cls = classes.get(need)
+                if cls is None:
+                    cls = classes[need] = len(self._needs)
+                    self._needs.append(need)
+                    self._limits.append(tuple((p, capacities[p] - u) for p, u in need))
+                    self._heaps.append([])
+                class_of.append(cls)
+        except ValueError:
+            for tid in new:
+                del index[tid]
+            raise
+        budget = retries if isinstance(retries, int) else None
+        gates = set(gated)
+        state, missing, counts = self._state, self._missing, self._counts
+        ready: list[str] = []
+        skipped: list[str] = []
+        for k, tid in enumerate(new):
+            i = first + k
+            ids.append(tid)
+            self._children.append(())
+            self._class_of.append(class_of[k])
+            self._rank.append(self._next_rank)
+            self._next_rank += 1
+            self._retries.append(budget if budget is not None else retries.get(tid, 0))  # type: ignore[union-attr]
+            self._attempts.append(0)
+            self._gated.append(tid in gates)
+            state.append("pending")
+            counts["pending"] += 1
+            left = 0
+            dead = False
+            for p in parents[k]:
+                self._children[p] = (*self._children[p], i)
+                if state[p] in ("failed", "cancelled", "skipped"):
+                    dead = True
+                elif state[p] != "done":
+                    left += 1
+            missing.append(left)
+            if dead:
+                self._move(i, "skipped")
+                skipped.append(tid)
+            elif not left:
+                self._make_ready(i)
+                if state[i] == "ready":
+                    ready.append(tid)
+        return ready, tuple(skipped)
+
     # --- internals ---------------------------------------------------------------------
 
     def _i(self, task_id: str) -> int:
@@ -580,6 +741,10 @@ class Scheduler:
         self._state[i] = new
 
     def _make_ready(self, i: int) -> None:
+        if self._gated[i]:
+            self._move(i, "held")
+            self._newly_held.append(self._ids[i])
+            return
         self._move(i, "ready")
         heapq.heappush(self._heaps[self._class_of[i]], self._rank[i] << 32 | i)
 

@@ -142,9 +142,9 @@ async def _plan(args: argparse.Namespace) -> int:
 
 
 async def _render(args: argparse.Namespace) -> int:
-    from ._engine import rollback
     from ._plan import TaskGraph
     from ._render import render_svg
+    from .engine import rollback
 
     if args.run_id:
         old = await rollback(args.run_id, store=args.store)
@@ -163,8 +163,8 @@ async def _render(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from ._decompose import decompose
-    from ._engine import start
     from ._plan import TaskGraph
+    from .engine import start
 
     functions = _load_functions(args.functions)
     llm = None
@@ -199,7 +199,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _resume(args: argparse.Namespace) -> int:
-    from ._engine import resume
+    from .engine import resume
 
     _load_functions(args.functions)
     llm = _make_llm(args) if args.llm else None
@@ -211,8 +211,8 @@ async def _resume(args: argparse.Namespace) -> int:
 
 
 async def _report(args: argparse.Namespace) -> int:
-    from ._engine import rollback
     from ._export import export_run
+    from .engine import rollback
 
     old = await rollback(args.run_id, store=args.store)
     written = export_run(old, args.out)
@@ -224,7 +224,7 @@ async def _report(args: argparse.Namespace) -> int:
 async def _runs(args: argparse.Namespace) -> int:
     import datetime
 
-    from ._engine import history
+    from .engine import history
 
     for r in await history(args.store, limit=args.limit):
         when = datetime.datetime.fromtimestamp(r.get("created") or r["updated"])

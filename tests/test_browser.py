@@ -141,10 +141,13 @@ def drive(page, lab) -> None:
 
     # press Run: the edited task and its descendant run, the rest comes from the cache
     page.click("[data-testid=run]")
-    wait_until_every_node(page, ("done", "cached"), 9)
+    # the first run's statuses are still drawn until the new run's arrive: wait for the
+    # new run's own end (its cached tasks), not for statuses the old one already had
     page.wait_for_function(
-        "() => document.querySelector('[data-testid=progress]').textContent.includes('9/9 done')"
+        "() => { const t = document.querySelector('[data-testid=progress]').textContent;"
+        " return t.includes('9/9 done') && t.includes('7 cached'); }"
     )
+    wait_until_every_node(page, ("done", "cached"), 9)
     final = statuses(page)
     assert {tid for tid, s in final.items() if s == "done"} == {"task_3", "task_9"}
     page.locator(".onb-node[data-task=task_9]").click()

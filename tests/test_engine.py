@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 import threading
 import time
 import warnings
@@ -162,12 +163,23 @@ async def test_retries_exhausted_fail_after_retries_plus_one_attempts():
     assert all(0 < e.data["delay"] <= 0.02 for e in retrying)
 
 
-async def test_per_task_retries_override_the_run_default():
-    g = TaskGraph([Task("a", retries=0), Task("b", retries=3)])
-    rec = Recorder(fail={"a": 1, "b": 3})
-    run = await onb.run(g, runner=rec, retries=1, backoff=0.001, store="memory://")
-    assert run.status == {"a": "failed", "b": "done"}
-    assert run.attempts == {"a": 1, "b": 4}
+async def test_a_tasks_retries_can_lower_the_runs_but_never_raise_them():
+    # a plan (possibly written by a model) may not raise the user's limits
+    g = TaskGraph([Task("a", retries=0), Task("b", retries=3), Task("c", retries=1)])
+    rec = Recorder(fail={"a": 1, "b": 3, "c": 1})
+    run = await onb.run(g, runner=rec, retries=2, backoff=0.001, store="memory://")
+    assert run.status == {"a": "failed", "b": "failed", "c": "done"}
+    assert run.attempts == {"a": 1, "b": 3, "c": 2}
+
+
+async def test_a_tasks_timeout_cannot_outlast_the_runs():
+    g = TaskGraph([Task("slow", timeout=100)])
+
+    async def runner(task, inputs):
+        await asyncio.sleep(10)
+
+    run = await onb.run(g, runner=runner, timeout=0.05, store="memory://")
+    assert run.errors["slow"] == "timed out after 0.05 s"
 
 
 async def test_timeout_fails_the_task_and_frees_its_slot():
@@ -417,7 +429,7 @@ def test_runs_in_a_plain_script_with_asyncio_run():
 
 def test_start_needs_a_running_loop():
     with pytest.raises(RuntimeError):
-        onb._engine.start(chain(1), runner=Recorder(), store="memory://")
+        onb.engine.start(chain(1), runner=Recorder(), store="memory://")
 
 
 async def test_progress_and_repr():
@@ -463,3 +475,106 @@ async def test_an_error_nobody_awaits_is_logged_once(caplog):
         await onb.run(plan, functions={"noop": noop}, store=bad_store)
     await asyncio.sleep(0)
     assert not [r for r in caplog.records if "stopped" in r.getMessage()]  # it reached us
+
+
+async def test_only_runs_the_chosen_tasks_with_their_descendants(tmp_path):
+    store = f"sqlite:///{tmp_path}/only.db"
+    g = TaskGraph(
+        [
+            Task("a"),
+            Task("b", dependencies=("a",)),
+            Task("c", dependencies=("b",)),
+            Task("x"),
+            Task("y", dependencies=("x",)),
+        ]
+    )
+    first = await onb.run(g, runner=Recorder(fail={"b": 1, "x": 1}), store=store)
+    assert first.status == {
+        "a": "done", "b": "failed", "c": "skipped", "x": "failed", "y": "skipped",
+    }  # fmt: skip
+    rec = Recorder()
+    again = await onb.run(g, runner=rec, store=store, only=["b"])
+    assert sorted(rec.calls) == ["b", "c"]  # x is not retried; a comes from the store
+    assert again.status == {
+        "a": "cached", "b": "done", "c": "done", "x": "skipped", "y": "skipped",
+    }  # fmt: skip
+    assert again.errors["x"] == "not selected for this run"
+
+
+async def test_only_brings_the_ancestors_a_chosen_descendant_needs(tmp_path):
+    g = TaskGraph([Task("a"), Task("x"), Task("c", dependencies=("a", "x"))])
+    rec = Recorder()
+    run = await onb.run(g, runner=rec, store="memory://", only=["a"])
+    assert sorted(rec.calls) == ["a", "c", "x"]  # c needs x, so x runs too
+    assert run.ok
+    with pytest.raises(RunError, match="cannot run unknown task 'nope'"):
+        await onb.run(g, runner=rec, store="memory://", only=["nope"])
+
+
+async def test_a_retry_waits_at_least_what_the_server_asked_for():
+    class Busy(Exception):
+        retry_after = 0.2  # what a 429's Retry-After header said
+
+    attempts: list[float] = []
+
+    async def runner(task, inputs):
+        attempts.append(time.perf_counter())
+        if len(attempts) == 1:
+            raise Busy("429 Too Many Requests")
+        return "ok"
+
+    events: list[onb.Event] = []
+    run = await onb.run(
+        TaskGraph([Task("a")]),
+        runner=runner,
+        retries=1,
+        backoff=0.001,
+        store="memory://",
+        on_event=events.append,
+    )
+    assert run.ok
+    (retrying,) = [e for e in events if e.kind == "retrying"]
+    assert retrying.data["delay"] == 0.2  # not the 1 ms backoff
+    assert attempts[1] - attempts[0] >= 0.2
+
+
+async def test_retry_after_never_exceeds_the_users_max_backoff():
+    class Busy(Exception):
+        retry_after = 3600.0
+
+    events: list[onb.Event] = []
+
+    async def runner(task, inputs):
+        if not [e for e in events if e.kind == "retrying"]:
+            raise Busy("429")
+        return "ok"
+
+    run = await onb.run(
+        TaskGraph([Task("a")]),
+        runner=runner,
+        retries=1,
+        backoff=0.001,
+        max_backoff=0.05,
+        store="memory://",
+        on_event=events.append,
+    )
+    assert run.ok
+    assert [e.data["delay"] for e in events if e.kind == "retrying"] == [0.05]
+
+
+async def test_a_lease_lost_in_a_race_names_the_winner():
+    from orchestra_nb.store._memory import MemoryStore
+
+    class Raced(MemoryStore):
+        """After a dead owner's lease is cleared, a live process takes it first."""
+
+        async def release_lease(self, name, owner):
+            await super().release_lease(name, owner)
+            if owner.endswith(":dead"):
+                await self.acquire_lease(name, "otherhost:4242:winner", 30)
+
+    store = Raced("memory://")
+    dead = f"{socket.gethostname()}:999999999:dead"  # no such process on this host
+    await store.acquire_lease("run:r1", dead, 30)
+    with pytest.raises(onb.LeaseError, match=r"\(otherhost:4242:winner\)"):
+        await onb.run(TaskGraph([Task("a")]), runner=Recorder(), store=store, run_id="r1")

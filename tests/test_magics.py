@@ -256,7 +256,8 @@ def test_resume_after_a_restart(ip, tmp_path):
     ]
     cell(ip, f"%orchestrate --from t_plan --name t_first --run --store {store}")
     first = ip.user_ns["t_first"]
-    wait_for_b = "while t_first.run.status['b'] != 'running':\n    await asyncio.sleep(0.01)"
+    ip.user_ns["t_calls"] = calls  # b's code has started (not just been handed to a thread)
+    wait_for_b = "while 'b' not in t_calls:\n    await asyncio.sleep(0.01)"
     cell(ip, "import asyncio\n" + wait_for_b)
     first.cancel_all()
     cell(ip, "await t_first.run")

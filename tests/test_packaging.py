@@ -64,3 +64,16 @@ def test_public_names_resolve():
 
     missing = [n for n in orchestra_nb.__all__ if not hasattr(orchestra_nb, n)]
     assert missing == []
+
+
+def test_the_engine_imports_no_cluster_code():
+    code = (
+        "import sys, orchestra_nb as onb; onb.run; onb.Run; onb.Orchestrator; "
+        "print(','.join(m for m in ('dask', 'distributed', 'orchestra_nb._dask') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+    engine = Path(__file__).resolve().parent.parent / "orchestra_nb" / "engine"
+    for module in engine.glob("*.py"):
+        assert "_dask" not in module.read_text(), f"{module.name} refers to the Dask executor"

@@ -392,6 +392,7 @@ def test_counts_and_snapshot():
     snap = s.snapshot()
     assert snap.counts == {
         "pending": 3,
+        "held": 0,
         "ready": 0,
         "running": 1,
         "waiting": 0,
@@ -539,3 +540,119 @@ def test_misuse_messages():
         s.failed("c")
     # misuse changes nothing
     assert s.snapshot().states == {"a": "done", "b": "ready", "c": "cancelled"}
+
+
+# --- gates: held tasks wait for a release -------------------------------------------------
+
+
+def test_a_gated_task_is_held_when_ready_and_takes_no_slot():
+    s = Scheduler({"a": [], "b": ["a"], "c": ["a"], "d": ["b"]}, max_workers=1, gated=["b"])
+    assert s.get_ready() == ["a"]
+    assert s.done("a") == ["c"]  # b is held, not ready
+    assert s.state("b") == "held"
+    assert s.take_held() == ["b"]
+    assert s.take_held() == []
+    assert s.get_ready() == ["c"]  # the one slot goes to c
+    s.done("c")
+    assert s.get_ready() == []
+    assert s.is_active()  # b waits for a person: the run is not over
+    s.release("b")
+    assert s.state("b") == "ready"
+    assert s.get_ready() == ["b"]
+    assert s.done("b") == ["d"]
+
+
+def test_releasing_a_gated_task_before_it_is_ready_lets_it_through():
+    s = Scheduler({"a": [], "b": ["a"]}, gated=["b"])
+    s.release("b")
+    assert s.get_ready() == ["a"]
+    assert s.done("a") == ["b"]
+    assert s.take_held() == []
+
+
+def test_a_held_task_can_be_cancelled_which_skips_below_it():
+    s = Scheduler({"a": [], "b": [], "c": ["b"]}, gated=["b"])
+    assert s.take_held() == ["b"]
+    assert s.cancel("b") == ("c",)
+    assert s.get_ready() == ["a"]
+    s.done("a")
+    assert not s.is_active()
+
+
+def test_gating_a_ready_task_holds_it():
+    s = Scheduler({"a": [], "b": []}, max_workers=5)
+    s.gate("b")
+    assert s.state("b") == "held"
+    assert s.take_held() == ["b"]
+    assert s.get_ready() == ["a"]
+
+
+def test_defer_hands_a_task_back_without_spending_an_attempt():
+    s = Scheduler({"a": [], "b": []}, max_workers=1)
+    assert s.get_ready() == ["a"]
+    s.defer("a")
+    assert (s.state("a"), s.attempts("a")) == ("held", 0)
+    assert s.take_held() == ["a"]
+    assert s.get_ready() == ["b"]  # its slot is free
+    s.done("b")
+    s.release("a")
+    assert s.get_ready() == ["a"]
+    assert s.attempts("a") == 1
+
+
+# --- growing the graph while it runs -----------------------------------------------------
+
+
+def test_add_grows_the_graph_while_it_runs():
+    s = Scheduler({}, max_workers=2)
+    assert not s.is_active()
+    assert s.add({"a": [], "b": ["a"]}) == (["a"], ())
+    assert s.get_ready() == ["a"]
+    assert s.add({"c": ["a"], "d": []}) == (["d"], ())
+    assert s.get_ready() == ["d"]
+    assert sorted(s.done("a")) == ["b", "c"]
+    assert s.get_ready() == ["b"]  # one slot left; b was added first, so it ranks first
+    assert s.add({"e": ["d", "b"]}) == ([], ())
+    s.done("d")
+    assert s.get_ready() == ["c"]
+    s.done("b")
+    assert s.get_ready() == ["e"]
+    assert s.done("c") == []
+    s.done("e")
+    assert s.snapshot().counts["done"] == 5
+    assert s.order == ("a", "b", "c", "d", "e")
+
+
+def test_a_task_added_below_a_failure_is_skipped_at_once():
+    s = Scheduler({"a": []})
+    s.get_ready()
+    s.failed("a", retryable=False)
+    assert s.add({"b": ["a"], "c": ["b"], "d": []}) == (["d"], ("b", "c"))
+
+
+def test_added_tasks_may_only_depend_on_known_ones():
+    s = Scheduler({"a": []})
+    with pytest.raises(ValueError, match="task 'b' depends on unknown task 'x'"):
+        s.add({"b": ["x"]})
+    with pytest.raises(ValueError, match="task 'c' depends on unknown task 'd'"):
+        s.add({"c": ["d"], "d": []})  # a later task in the same batch is not known yet
+    with pytest.raises(ValueError, match="task 'a' already exists"):
+        s.add({"a": []})
+    assert s.order == ("a",)  # a refused batch adds nothing
+    assert s.add({"b": ["a"]}) == ([], ())
+
+
+def test_added_tasks_respect_pools_retries_and_gates():
+    s = Scheduler({"a": []}, pools={"gpu": 1}, max_workers=4)
+    ready, _ = s.add(
+        {"g1": [], "g2": [], "h": []},
+        resources={"g1": {"gpu": 1}, "g2": {"gpu": 1}},
+        retries=1,
+        gated=["h"],
+    )
+    assert ready == ["g1", "g2"]
+    assert s.take_held() == ["h"]
+    assert s.get_ready() == ["a", "g1"]  # one gpu
+    assert s.failed("g1").retry  # one retry
+    with pytest.raises(ValueError, match="needs pool 'tpu'"):
+        s.add({"x": []}, resources={"x": {"tpu": 1}})

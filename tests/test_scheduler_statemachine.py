@@ -50,6 +50,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     @initialize(deps=dags(), data=st.data())
     def setup(self, deps, data):
         draw = data.draw
+        self.newly_held = set()
         self.deps = deps
         self.ids = list(deps)
         self.children = {t: [c for c in self.ids if t in deps[c]] for t in self.ids}
@@ -68,6 +69,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             st.none() | st.fixed_dictionaries({t: st.integers(0, 5) for t in self.ids})
         )
         completed = draw(st.lists(st.sampled_from(self.ids), unique=True, max_size=3))
+        self.gated = set(draw(st.lists(st.sampled_from(self.ids), unique=True, max_size=3)))
 
         self.s = Scheduler(
             deps,
@@ -78,6 +80,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             max_workers=self.max_workers,
             retries=retries,
             completed=completed,
+            gated=sorted(self.gated),
         )
 
         # the reference model
@@ -95,6 +98,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.state[t] = "done"
         self.attempts = dict.fromkeys(self.ids, 0)
         self.promote()
+        self.check_held()
         self.steps = 0
 
     # --- the model -----------------------------------------------------------------------
@@ -119,15 +123,22 @@ class SchedulerMachine(RuleBasedStateMachine):
         return self.max_workers if pool == "workers" else self.pools[pool]
 
     def promote(self):
-        """Pending tasks whose dependencies are all done become ready; return them in order."""
+        """Pending tasks whose dependencies are all done become ready (held when gated);
+        return the ready ones in order."""
         out = [
             t
             for t in self.ids
             if self.state[t] == "pending" and all(self.state[d] == "done" for d in self.deps[t])
         ]
         for t in out:
-            self.state[t] = "ready"
-        return out
+            self.state[t] = "held" if t in self.gated else "ready"
+            if t in self.gated:
+                self.newly_held.add(t)
+        return [t for t in out if t not in self.gated]
+
+    def check_held(self):
+        assert set(self.s.take_held()) == self.newly_held
+        self.newly_held = set()
 
     def skip_below(self, tid):
         skipped, stack = set(), list(self.children[tid])
@@ -166,9 +177,10 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert all(self.state[d] == "done" for d in self.deps[t]), f"{t} started too early"
             self.state[t] = "running"
             self.attempts[t] += 1
-        # no deadlock: with nothing running or waiting, an empty hand-out means the end
+        # no deadlock: with nothing running or waiting, an empty hand-out means the end,
+        # or that only tasks held for a release are left
         idle = not self.in_state("running") and not self.in_state("waiting")
-        if idle and not got and limit != 0:
+        if idle and not got and limit != 0 and not self.in_state("held"):
             assert all(self.state[t] in TERMINAL for t in self.ids)
             assert not self.s.is_active()
 
@@ -181,6 +193,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.state[tid] = "done"
         assert became_ready == self.promote()
         assert set(became_ready) <= set(self.children[tid])
+        self.check_held()
 
     @precondition(lambda self: self.s.count("running") > 0)
     @rule(data=st.data(), retryable=st.booleans())
@@ -202,7 +215,10 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.steps += 1
         tid = data.draw(st.sampled_from(self.in_state("waiting")))
         self.s.requeue(tid)
-        self.state[tid] = "ready"
+        self.state[tid] = "held" if tid in self.gated else "ready"
+        if tid in self.gated:
+            self.newly_held.add(tid)
+        self.check_held()
 
     @rule(data=st.data())
     def cancel(self, data):
@@ -214,6 +230,82 @@ class SchedulerMachine(RuleBasedStateMachine):
         else:
             self.state[tid] = "cancelled"
             assert skipped == self.skip_below(tid)
+
+    @rule(data=st.data())
+    def gate(self, data):
+        self.steps += 1
+        tid = data.draw(st.sampled_from(self.ids))
+        self.s.gate(tid)
+        self.gated.add(tid)
+        if self.state[tid] == "ready":
+            self.state[tid] = "held"
+            self.newly_held.add(tid)
+        self.check_held()
+
+    @precondition(lambda self: self.gated)
+    @rule(data=st.data())
+    def release(self, data):
+        self.steps += 1
+        tid = data.draw(st.sampled_from(sorted(self.gated)))
+        self.s.release(tid)
+        self.gated.discard(tid)
+        if self.state[tid] == "held":
+            self.state[tid] = "ready"
+
+    @precondition(lambda self: self.s.count("running") > 0)
+    @rule(data=st.data())
+    def defer(self, data):
+        self.steps += 1
+        tid = data.draw(st.sampled_from(self.in_state("running")))
+        self.s.defer(tid)
+        self.state[tid] = "held"
+        self.attempts[tid] -= 1
+        self.gated.add(tid)
+        self.newly_held.add(tid)
+        self.check_held()
+
+    @precondition(lambda self: len(self.ids) < 24)
+    @rule(data=st.data())
+    def add(self, data):
+        self.steps += 1
+        draw = data.draw
+        count = draw(st.integers(1, 3))
+        start = len(self.ids)
+        new = [f"t{start + k}" for k in range(count)]
+        deps = {}
+        for k, tid in enumerate(new):
+            known = self.ids + new[:k]
+            deps[tid] = draw(st.lists(st.sampled_from(known), unique=True, max_size=3))
+        retries = draw(st.integers(0, 2))
+        gated = set(draw(st.lists(st.sampled_from(new), unique=True, max_size=2)))
+        ready, skipped = self.s.add(deps, retries=retries, gated=sorted(gated))
+        expected_ready, expected_skipped = [], []
+        for tid in new:
+            self.ids.append(tid)
+            self.deps[tid] = deps[tid]
+            self.children[tid] = []
+            for d in deps[tid]:
+                self.children[d].append(tid)
+            self.retries[tid] = retries
+            self.attempts[tid] = 0
+            self.rank.append(tid)  # after everything known, in the order added
+            if tid in gated:
+                self.gated.add(tid)
+            parents = [self.state[d] for d in deps[tid]]
+            if any(p in ("failed", "cancelled", "skipped") for p in parents):
+                self.state[tid] = "skipped"
+                expected_skipped.append(tid)
+            elif all(p == "done" for p in parents):
+                self.state[tid] = "held" if tid in gated else "ready"
+                if tid in gated:
+                    self.newly_held.add(tid)
+                else:
+                    expected_ready.append(tid)
+            else:
+                self.state[tid] = "pending"
+        assert ready == expected_ready
+        assert skipped == tuple(expected_skipped)
+        self.check_held()
 
     @precondition(lambda self: self.steps >= 25)
     @rule()
@@ -276,7 +368,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     @invariant()
     def idle_means_finished_or_startable(self):
         if not self.in_state("running") and not self.in_state("waiting"):
-            assert self.in_state("ready") or not self.s.is_active()
+            assert self.in_state("ready") or self.in_state("held") or not self.s.is_active()
 
 
 SchedulerMachine.TestCase.settings = settings(

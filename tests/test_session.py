@@ -76,3 +76,37 @@ async def test_stale_ids_follow_registered_functions(tmp_path):
         return 2
 
     assert session.stale_ids() == {"a", "b"}
+
+
+async def test_retry_failed_retries_only_the_tasks_it_is_given(tmp_path):
+    calls: list[str] = []
+    failing = {"b", "x"}
+
+    def step(task):
+        calls.append(task.id)
+        if task.id in failing:
+            raise ValueError(f"{task.id} broke")
+        return task.id
+
+    graph = TaskGraph(
+        [
+            Task("a", kind="python", function="step"),
+            Task("b", kind="python", function="step", dependencies=("a",)),
+            Task("x", kind="python", function="step"),
+        ]
+    )
+    session = Orchestration(
+        "t", store=f"sqlite:///{tmp_path}/t.db", options={"functions": {"step": step}}
+    )
+    session.set_graph(graph)
+    first = await session.start()
+    assert first.status == {"a": "done", "b": "failed", "x": "failed"}
+    failing.clear()
+    calls.clear()
+    retried = await session.retry_failed(["b"])
+    assert calls == ["b"]
+    assert retried.status == {"a": "cached", "b": "done", "x": "skipped"}
+    calls.clear()
+    everything = await session.retry_failed()
+    assert calls == ["x"]
+    assert everything.ok

@@ -29,8 +29,8 @@ from IPython.core.magic_arguments import (
 from traitlets import Enum, Float, Int, Unicode
 from traitlets.config import Configurable
 
-from .._engine import MODES
 from .._errors import OrchestraError
+from ..engine import MODES
 from ._nested import call_on_loop, wait
 from ._session import Orchestration
 
@@ -263,7 +263,7 @@ class Orchestra(Magics, Configurable):
             print(orch._text().split("\n", 1)[0] if name else "")
 
     def _cmd_runs(self, args: argparse.Namespace) -> None:
-        from .._engine import history
+        from ..engine import history
 
         runs = wait(history(args.store or self.store or None, limit=args.limit))
         if not runs:

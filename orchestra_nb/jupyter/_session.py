@@ -20,8 +20,8 @@ from .._text import shorten
 log = logging.getLogger("orchestra_nb")
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._plan import TaskGraph
+    from ..engine import Run
     from ..llm import LLM
     from ._widget import DagWidget
 
@@ -120,9 +120,12 @@ class Orchestration:
 
     # --- running ----------------------------------------------------------------------------
 
-    def start(self, *, refresh: bool | Iterable[str] = False) -> Run:
-        """Run the current plan; what is cached comes from the store."""
-        from .._engine import new_run_id, start
+    def start(
+        self, *, refresh: bool | Iterable[str] = False, only: Iterable[str] | None = None
+    ) -> Run:
+        """Run the current plan; what is cached comes from the store. ``only``: just these
+        tasks and their descendants (see ``orchestra_nb.start``)."""
+        from ..engine import new_run_id, start
 
         if self.graph is None:
             raise PlanError("there is no plan yet" + (" (still planning)" if self.planning else ""))
@@ -133,6 +136,7 @@ class Orchestration:
             llm=self.llm,
             store=self.store,
             refresh=refresh,
+            only=only,
             progress=False,
             # the name leads the id, so `%orchestra show NAME` finds it after a restart
             run_id=f"{self.name}-{new_run_id()}",
@@ -143,7 +147,7 @@ class Orchestration:
 
     def resume(self, run_id: str) -> None:
         """Continue a run recorded in the store (after a kernel restart), in the background."""
-        from .._engine import start_resume
+        from ..engine import start_resume
 
         self.widget.set_planning(f"Loading run {run_id} from the store…")
 
@@ -196,20 +200,17 @@ class Orchestration:
 
     # --- the widget's controller ------------------------------------------------------------
 
-    def start_run(self, *, refresh: bool = False) -> Run | None:
+    def start_run(self, *, refresh: bool = False, only: Iterable[str] | None = None) -> Run | None:
         try:
-            return self.start(refresh=refresh)
+            return self.start(refresh=refresh, only=only)
         except OrchestraError as exc:
             self.widget.show_error(str(exc))
             return None
 
     def retry_failed(self, task_ids: Iterable[str] | None = None) -> Run | None:
-        """Run again: failed, skipped and cancelled tasks execute, the rest comes from cache.
-
-        ``task_ids`` (the inspector's per-task Retry) names the tasks to retry; running
-        only those needs an engine option, so for now every unfinished task runs.
-        """
-        return self.start_run()
+        """Run again: the given tasks (default: every failed, skipped and cancelled one)
+        and their descendants execute; the rest comes from the store."""
+        return self.start_run(only=list(task_ids) if task_ids is not None else None)
 
     def cancel_run(self, task_id: str | None = None) -> None:
         if self.run is not None and not self.run.done:

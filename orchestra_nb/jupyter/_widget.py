@@ -42,8 +42,8 @@ from .._text import error_line
 from ._viewers import view
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._plan import TaskGraph
+    from ..engine import Run
 
 log = logging.getLogger("orchestra_nb")
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ._base import DEFAULT_NAMESPACE, ResultStore, RunRecord, StoredEntry
 from ._codecs import BUILTIN, Codec, Codecs
+from ._reference import StoredResult, resolve
 from ._url import DEFAULT_URL, default_url, query_options, redact, scheme_of, sqlite_path
 
 __all__ = [
@@ -22,8 +23,10 @@ __all__ = [
     "ResultStore",
     "RunRecord",
     "StoredEntry",
+    "StoredResult",
     "open_store",
     "redact",
+    "resolve",
 ]
 
 

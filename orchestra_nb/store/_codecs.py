@@ -15,7 +15,7 @@ import hmac
 import io
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +116,15 @@ class Codecs:
     @property
     def signed_pickle(self) -> bool:
         return bool(self._key)
+
+    @property
+    def signing_key(self) -> bytes | None:
+        """The key entries are signed with (None: unsigned)."""
+        return self._key
+
+    def __iter__(self) -> Iterator[Codec]:
+        """The codecs in the order they are tried."""
+        return iter(self._codecs.values())
 
     def register(self, codec: Codec, *, first: bool = True) -> None:
         """Add a codec; by default it is tried before the built-in ones."""

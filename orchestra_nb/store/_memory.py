@@ -9,6 +9,7 @@ process-wide store shared by everyone who opens that name.
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -42,7 +43,7 @@ class MemoryStore(StoreBase):
         else:
             self._data = _Data()
         # plain str goes straight to "text" unless a custom codec comes first
-        self._fast_str = list(self.codecs._codecs)[:2] == ["markdown", "text"]
+        self._fast_str = [c.name for c in self.codecs][:2] == ["markdown", "text"]
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         results = self._data.results
@@ -80,7 +81,7 @@ class MemoryStore(StoreBase):
 
     def _describe(self, value: Any) -> tuple[Any, str, str]:
         """(value as kept, codec, mime); a figure is kept as its PNG, like the other stores."""
-        for codec in self.codecs._codecs.values():
+        for codec in self.codecs:
             if codec.accepts(value):
                 if codec.name == "figure":
                     value = Image.from_figure(value)
@@ -166,4 +167,4 @@ class MemoryStore(StoreBase):
 
 def _flat(meta: Mapping[str, Any] | None) -> tuple[Any, ...]:
     """meta's keys and values, alternating."""
-    return tuple(x for item in meta.items() for x in item) if meta else ()
+    return tuple(itertools.chain.from_iterable(meta.items())) if meta else ()

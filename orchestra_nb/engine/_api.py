@@ -1,0 +1,465 @@
+"""The public entry points: ``start``, ``run``, ``resume``, ``history`` and ``rollback``.
+
+``start`` assembles a run — options (validated once, in ``RunOptions``), the
+store, the actions that execute tasks, the driver and the ``Run`` handle — and
+starts it on the running loop. ``run`` awaits it. ``resume`` continues a run
+from its stored record (after a kernel restart) or from a ``Run`` object (after
+a store outage). ``rollback`` shows an earlier run as it ended, from its record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .._actions import DEFAULT_INPUT_BUDGET, Actions
+from .._errors import PlanError, RunError
+from .._executors import LocalExecutor
+from .._kinds import FINAL_STATUSES
+from .._plan import TaskGraph
+from ._driver import Carried, Driver
+from ._gates import Approve
+from ._options import RunOptions
+from ._progress import ProgressBar, wants_bar
+from ._records import RunRecords, load_record
+from ._run import Run
+from ._state import RunState
+
+if TYPE_CHECKING:
+    from .._events import Event
+    from .._executors import Executor
+    from ..llm import LLM
+    from ..store import ResultStore
+
+Runner = Callable[..., Any]
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: ``YYYYmmdd-HHMMSS-xxxxxx``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def start(
+    graph: TaskGraph | Any,
+    runner: Runner | None = None,
+    *,
+    max_workers: int = 5,
+    mode: str = "dag",
+    store: ResultStore | str | None = None,
+    llm: LLM | str | None = None,
+    run_id: str | None = None,
+    retries: int = 0,
+    backoff: float = 1.0,
+    max_backoff: float = 30.0,
+    timeout: float | None = None,
+    run_timeout: float | None = None,
+    fail_fast: bool = False,
+    refresh: bool | Iterable[str] = False,
+    only: Iterable[str] | None = None,
+    pools: Mapping[str, int] | None = None,
+    functions: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]] | None = None,
+    executor: Executor | None = None,
+    progress: bool | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    input_budget: int = DEFAULT_INPUT_BUDGET,
+    signing_key: bytes | str | None = None,
+    lease_ttl: float = 30.0,
+    approve: Approve = None,
+    approval_timeout: float | None = None,
+) -> Run:
+    """Start running ``graph`` on the running event loop; return the live ``Run`` at once.
+
+    ``await run`` waits for the end. Task failures never raise: they show in
+    ``run.status`` and ``run.errors``. What can raise here, before anything runs:
+    a bad option, a graph a task of which cannot run (an unregistered function,
+    no LLM configured), no running loop.
+
+    - ``graph``: a ``TaskGraph``, or a plan ``TaskGraph.from_plan`` reads.
+    - ``runner``: ``(task, inputs) -> result`` (sync or async) for every task;
+      without it each task runs its action (``kind``: llm, python, report).
+    - ``max_workers``: tasks running at once; ``mode``: ``dag`` (as soon as the
+      dependencies are done), ``pipeline`` (one at a time) or ``parallel``
+      (independent tasks only).
+    - ``store``: where results and run records go (``memory://``,
+      ``sqlite:///path.db`` — the default under ``.orchestra/`` — or
+      ``redis://host:6379/0``), or an open ``ResultStore``.
+    - ``llm``: an ``LLM`` or a spec such as ``"openai:gpt-4o-mini"`` or ``"replay:FILE"``.
+    - ``run_id``: choose the run's id (default: time-based and unique).
+    - ``retries``, ``backoff``, ``max_backoff``: extra attempts after a failure, with
+      exponential backoff and jitter (seconds); ``timeout``: seconds per attempt;
+      ``run_timeout``: seconds for the whole run. These are ceilings: a task's own
+      ``retries``/``timeout`` can only lower them.
+    - ``fail_fast``: cancel everything at the first final failure.
+    - ``refresh``: ignore stored results (True), or those of some tasks and their
+      descendants; ``only``: run just these tasks and their descendants (with the
+      ancestors they need); the others keep their stored results or stay as they are.
+    - ``pools``: named capacities (``{"llm": 2}``) that tasks of that kind, or tasks
+      with ``resources``, hold while running.
+    - ``functions``: Python functions ``kind="python"`` tasks may call, besides those
+      registered with ``@task_function``; ``executor``: where some tasks run
+      (e.g. a ``DaskExecutor``).
+    - ``progress``: a progress bar on stderr (default: in a terminal, not in a
+      notebook); ``on_event``: called with every ``Event``.
+    - ``input_budget``: tokens of upstream results an LLM task's prompt may hold.
+    - ``signing_key``: authenticate stored entries (and allow signed pickle).
+    - ``lease_ttl``: seconds another process must wait before taking over a run
+      whose owner stopped renewing its lease.
+    - ``approve``: tasks that wait for ``run.approve(id)`` before they start —
+      ``"all"``, a kind (``"llm"``), task ids, or a predicate on the task — besides
+      those whose plan says ``"approval": true``; ``run.reject(id, reason)`` skips
+      one and its descendants. ``approval_timeout``: seconds after which a task
+      nobody decided on is rejected.
+    """
+
+    asyncio.get_running_loop()  # RuntimeError here, not later, when there is no loop
+    graph = graph if isinstance(graph, TaskGraph) else TaskGraph.from_plan(graph)
+    options = RunOptions(
+        mode=mode,
+        max_workers=max_workers,
+        retries=retries,
+        backoff=backoff,
+        max_backoff=max_backoff,
+        timeout=timeout,
+        run_timeout=run_timeout,
+        fail_fast=fail_fast,
+        pools=dict(pools or {}),
+        input_budget=input_budget,
+        lease_ttl=lease_ttl,
+        approval_timeout=approval_timeout,
+    )
+    return _begin(
+        graph,
+        options,
+        runner=runner,
+        store=store,
+        llm=llm,
+        run_id=run_id,
+        refresh=refresh,
+        only=only,
+        functions=functions,
+        executor=executor,
+        progress=progress,
+        on_event=on_event,
+        signing_key=signing_key,
+        approve=approve,
+    )
+
+
+async def run(
+    graph: TaskGraph | Any,
+    runner: Runner | None = None,
+    *,
+    max_workers: int = 5,
+    mode: str = "dag",
+    store: ResultStore | str | None = None,
+    llm: LLM | str | None = None,
+    run_id: str | None = None,
+    retries: int = 0,
+    backoff: float = 1.0,
+    max_backoff: float = 30.0,
+    timeout: float | None = None,
+    run_timeout: float | None = None,
+    fail_fast: bool = False,
+    refresh: bool | Iterable[str] = False,
+    only: Iterable[str] | None = None,
+    pools: Mapping[str, int] | None = None,
+    functions: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]] | None = None,
+    executor: Executor | None = None,
+    progress: bool | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    input_budget: int = DEFAULT_INPUT_BUDGET,
+    signing_key: bytes | str | None = None,
+    lease_ttl: float = 30.0,
+    approve: Approve = None,
+    approval_timeout: float | None = None,
+) -> Run:
+    """Run ``graph`` to the end and return the finished ``Run`` (options as in ``start``).
+
+    Task failures do not raise: look at ``run.status`` / ``run.errors`` or call
+    ``run.result(id)``. Problems that stop the run itself raise: an invalid
+    option, a missing API key, another process holding the run's lease
+    (``LeaseError``), an unreachable store (``StoreUnavailableError``, with what
+    was computed kept in ``error.run`` for ``resume``).
+    """
+    return await start(
+        graph,
+        runner,
+        max_workers=max_workers,
+        mode=mode,
+        store=store,
+        llm=llm,
+        run_id=run_id,
+        retries=retries,
+        backoff=backoff,
+        max_backoff=max_backoff,
+        timeout=timeout,
+        run_timeout=run_timeout,
+        fail_fast=fail_fast,
+        refresh=refresh,
+        only=only,
+        pools=pools,
+        functions=functions,
+        executor=executor,
+        progress=progress,
+        on_event=on_event,
+        input_budget=input_budget,
+        signing_key=signing_key,
+        lease_ttl=lease_ttl,
+        approve=approve,
+        approval_timeout=approval_timeout,
+    )
+
+
+async def resume(
+    run_or_id: Run | str,
+    runner: Runner | None = None,
+    *,
+    store: ResultStore | str | None = None,
+    llm: LLM | str | None = None,
+    functions: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]] | None = None,
+    executor: Executor | None = None,
+    max_workers: int | None = None,
+    retries: int | None = None,
+    timeout: float | None = None,
+    run_timeout: float | None = None,
+    progress: bool | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    signing_key: bytes | str | None = None,
+) -> Run:
+    """Finish an interrupted run: tasks with committed results are not run again.
+
+    Takes a run id (after a kernel restart: the graph and options come from the
+    store's run record) or a ``Run`` (for instance one stopped by an unreachable
+    store: results it holds that the store lacks are written first). Options
+    given here replace the recorded ones; the rest are as the run had them.
+    """
+    continued = await start_resume(
+        run_or_id,
+        runner,
+        store=store,
+        llm=llm,
+        functions=functions,
+        executor=executor,
+        max_workers=max_workers,
+        retries=retries,
+        timeout=timeout,
+        run_timeout=run_timeout,
+        progress=progress,
+        on_event=on_event,
+        signing_key=signing_key,
+    )
+    return await continued
+
+
+async def start_resume(
+    run_or_id: Run | str,
+    runner: Runner | None = None,
+    *,
+    store: ResultStore | str | None = None,
+    llm: LLM | str | None = None,
+    functions: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]] | None = None,
+    executor: Executor | None = None,
+    max_workers: int | None = None,
+    retries: int | None = None,
+    timeout: float | None = None,
+    run_timeout: float | None = None,
+    progress: bool | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    signing_key: bytes | str | None = None,
+) -> Run:
+    """Like ``resume``, but returns the continued run as soon as it has started."""
+    from ..store import open_store
+
+    overrides = {
+        "max_workers": max_workers,
+        "retries": retries,
+        "timeout": timeout,
+        "run_timeout": run_timeout,
+    }
+    if isinstance(run_or_id, Run):
+        previous = run_or_id
+        if not previous.done:
+            raise RunError(f"run {previous.id!r} is still running")
+        actions = previous.actions
+        carried = Carried(
+            tasks={tid: {"status": s} for tid, s in previous.status.items()},
+            results={
+                tid: (previous.keys[tid], value)
+                for tid, value in previous.results.items()
+                if tid in previous.keys
+            },
+            lease_owner=previous.lease_owner,
+            created=previous.started_at,
+        )
+        return _begin(
+            previous.graph,
+            RunOptions.from_record(previous.options.to_record(), **overrides),
+            runner=runner if runner is not None else (actions.runner if actions else None),
+            store=store if store is not None else previous.store_spec,
+            llm=llm if llm is not None else (actions.llm_spec if actions else None),
+            functions=functions if functions is not None else (actions and actions.functions),
+            executor=executor,
+            run_id=previous.id,
+            carried=carried,
+            approve=previous.gates,
+            progress=progress,
+            on_event=on_event,
+            signing_key=signing_key,
+        )
+    opened = open_store(store, signing_key=signing_key)
+    try:
+        record = await load_record(opened, run_or_id)
+    finally:
+        if opened is not store:
+            await opened.close()
+    header = record.header
+    graph = TaskGraph.from_plan(header["graph"])
+    return _begin(
+        graph,
+        RunOptions.from_record(header.get("options") or {}, **overrides),
+        runner=runner,
+        store=store,
+        llm=llm,
+        functions=functions,
+        executor=executor,
+        run_id=run_or_id,
+        carried=Carried(tasks=record.tasks, created=header.get("created")),
+        approve=header.get("approve"),
+        progress=progress,
+        on_event=on_event,
+        signing_key=signing_key,
+    )
+
+
+def _begin(
+    graph: TaskGraph,
+    options: RunOptions,
+    *,
+    runner: Runner | None,
+    store: ResultStore | str | None,
+    llm: LLM | str | None,
+    run_id: str | None,
+    functions: Any,
+    executor: Executor | None,
+    progress: bool | None,
+    on_event: Callable[[Event], None] | None,
+    signing_key: bytes | str | None,
+    refresh: bool | Iterable[str] = False,
+    only: Iterable[str] | None = None,
+    carried: Carried | None = None,
+    approve: Approve = None,
+) -> Run:
+    """Assemble the parts of a run and start it."""
+    from ..store import open_store
+
+    if options.mode == "parallel" and graph.edges:
+        dep, child = graph.edges[0]
+        raise PlanError(
+            f"mode 'parallel' runs independent tasks only, but task {child!r} depends on "
+            f"{dep!r}; use mode='dag'",
+            ids=[child, dep],
+        )
+    graph = graph.copy()  # edits to the caller's graph do not reach a running run
+    actions = Actions(
+        runner=runner,
+        llm=llm,
+        functions=functions,
+        goal=graph.goal,
+        input_budget=options.input_budget,
+        local=LocalExecutor(options.workers),
+        executor=executor,
+    )
+    actions.check(graph)  # unknown kinds, missing functions, no LLM configured: fail now
+    owns_store = store is None or isinstance(store, str)
+    opened = open_store(store, signing_key=signing_key)
+    actions.use_store(opened)
+    live = RunState(run_id or new_run_id(), graph.tasks)
+    records = RunRecords(
+        opened,
+        live.run_id,
+        owns_store=owns_store,
+        lease_ttl=options.lease_ttl,
+        lease_owner=carried.lease_owner if carried else None,
+    )
+    driver = Driver(
+        graph,
+        live,
+        options=options,
+        actions=actions,
+        records=records,
+        refresh=refresh,
+        only=only,
+        carried=carried,
+        approve=approve,
+    )
+    handle = Run(graph, live, options=options, driver=driver, store_spec=store)
+    if on_event is not None:
+        handle.subscribe(on_event)
+    handle.begin()
+    if wants_bar(progress):
+        ProgressBar(handle)
+    return handle
+
+
+async def history(
+    store: ResultStore | str | None = None, *, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Earlier runs in a store, newest first (id, state, goal, task count, times)."""
+    from ..store import open_store
+
+    opened = open_store(store)
+    try:
+        return await opened.list_runs(limit=limit)
+    finally:
+        if opened is not store:
+            await opened.close()
+
+
+async def rollback(
+    run_id: str, *, store: ResultStore | str | None = None, signing_key: bytes | str | None = None
+) -> Run:
+    """An earlier run as it ended: its graph and the results it produced, from the store.
+
+    Nothing runs. Use it to go back to a previous version of a report after edits
+    (``rolled.results``), or to display or export it. Only the tasks of the
+    recorded graph are read; anything else the record lists is ignored.
+    """
+    from ..store import open_store
+
+    opened = open_store(store, signing_key=signing_key)
+    try:
+        record = await load_record(opened, run_id)
+        header = record.header
+        graph = TaskGraph.from_plan(header["graph"])
+        saved_keys = header.get("keys") or {}
+        keys = {tid: str(saved_keys[tid]) for tid in graph.tasks if tid in saved_keys}
+        found = await opened.get_many(set(keys.values()))
+    finally:
+        if opened is not store:
+            await opened.close()
+    live = RunState(run_id, graph.tasks)
+    live.keys = keys
+    for tid in graph.tasks:
+        entry = record.tasks.get(tid) or {}
+        key = keys.get(tid)
+        if key in found:
+            live.results[tid] = found[key]
+            status = "done"
+        else:
+            ended = entry.get("status")
+            status = ended if ended in FINAL_STATUSES - {"done", "cached"} else "pending"
+            if entry.get("error"):
+                live.errors[tid] = str(entry["error"])
+        live.restore(tid, status)
+        live.attempts[tid] = int(entry.get("attempts") or 0)
+        if entry.get("start") is not None and entry.get("end") is not None:
+            live.timeline[tid] = (float(entry["start"]), float(entry["end"]))
+    live.state = str(header.get("state") or "finished")
+    live.error = header.get("error")
+    live.started_at = header.get("created")
+    live.finished_at = header.get("finished")
+    options = RunOptions.from_record(header.get("options") or {})
+    return Run(graph, live, options=options, store=None, store_spec=store)

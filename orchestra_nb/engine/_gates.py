@@ -1,0 +1,224 @@
+"""Approval gates: tasks that wait for a person before they start.
+
+A task is *gated* when its plan says so (``"approval": true``), when the run's
+``approve=`` picks it (task ids, a kind such as ``"llm"``, ``"all"``, or a
+predicate on the task), or when it was awaiting approval as an earlier run of
+the same id stopped (``resume``). A gated task whose dependencies are done is
+held by the scheduler — it takes no slot, other branches keep running — and its
+status is ``awaiting_approval``. Then one of:
+
+* ``run.approve(id)`` (or the widget's button) releases it: it is queued;
+* ``run.reject(id, reason)`` skips it and its descendants;
+* ``orchestra-nb approve RUN TASK`` / ``reject`` from another process writes the
+  decision into the run's record (``record_decision``); the running driver reads
+  decisions every ``POLL_EVERY`` seconds while something awaits approval, and a
+  later ``resume`` honours them;
+* with ``approval_timeout``, a task nobody decided on in time is rejected
+  ("approval timed out after N s").
+
+The waiting state is written to the run's task records as it happens, so after
+a kernel restart ``resume`` shows the same tasks awaiting approval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .._errors import RunError, StoreError
+from .._kinds import KINDS
+
+if TYPE_CHECKING:
+    from .._plan import Task, TaskGraph
+    from ..store import ResultStore
+    from ._driver import Driver
+
+POLL_EVERY = 1.0  # seconds between reads of decisions other processes wrote
+
+Approve = str | Iterable[str] | Callable[["Task"], bool] | None
+"""Which tasks need approval: ``"all"``, a kind (``"llm"``, ``"python"``, ``"report"``),
+task ids, a predicate on the task, or None (only tasks whose plan says ``approval``)."""
+
+
+def gated_ids(graph: TaskGraph, approve: Approve) -> set[str]:
+    """The tasks of ``graph`` that need approval under ``approve`` (plan fields included)."""
+    return {tid for tid, task in graph.tasks.items() if needs_approval(task, approve)}
+
+
+def needs_approval(task: Task, approve: Approve) -> bool:
+    """Whether one task needs approval under ``approve`` (plan fields included)."""
+    if task.approval:
+        return True
+    if approve is None:
+        return False
+    if callable(approve):
+        return bool(approve(task))
+    if isinstance(approve, str):
+        return approve == "all" or approve == task.kind or approve == task.id
+    return task.id in set(approve)
+
+
+def check_approve(graph: TaskGraph, approve: Approve) -> Approve:
+    """``approve`` as given, or ``RunError`` naming what it selects that does not exist."""
+    if approve is None or callable(approve):
+        return approve
+    if isinstance(approve, str):
+        if approve == "all" or approve in KINDS or approve in graph:
+            return approve
+        kinds = ", ".join(KINDS)
+        raise RunError(
+            f"approve={approve!r} is neither 'all', a kind ({kinds}) nor a task of this plan"
+        )
+    ids = [str(tid) for tid in approve]
+    unknown = [tid for tid in ids if tid not in graph]
+    if unknown:
+        raise RunError(f"approve names unknown task(s): {', '.join(map(repr, unknown))}")
+    return ids
+
+
+def approve_record(approve: Approve) -> str | list[str] | None:
+    """``approve`` as the run header keeps it (a predicate cannot be kept: resume then
+    relies on the plan fields and the recorded waiting states)."""
+    if approve is None or callable(approve):
+        return None
+    return approve if isinstance(approve, str) else sorted(approve)
+
+
+def carried_decisions(records: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[bool, str]]:
+    """Decisions written into task records: id -> (approved, reason)."""
+    out = {}
+    for tid, entry in records.items():
+        decision = entry.get("decision")
+        if decision in ("approved", "rejected"):
+            out[tid] = (decision == "approved", str(entry.get("reason") or ""))
+    return out
+
+
+def still_awaiting(records: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """Tasks a stopped run left awaiting approval, with no decision since."""
+    return {
+        tid
+        for tid, entry in records.items()
+        if entry.get("status") == "awaiting_approval" and "decision" not in entry
+    }
+
+
+async def record_decision(
+    store: ResultStore, run_id: str, task_id: str, *, approved: bool, reason: str | None = None
+) -> None:
+    """Approve or reject a task of a run from outside it (another process, the CLI).
+
+    The decision goes into the task's record: the process running the run picks
+    it up within a second or two; a stopped run applies it when resumed.
+    """
+    record = await store.load_run(run_id)
+    if record is None:
+        raise RunError(f"no run {run_id!r} in the store {store.url}")
+    entry = record.tasks.get(task_id)
+    if entry is None or entry.get("status") != "awaiting_approval":
+        waiting = sorted(still_awaiting(record.tasks))
+        now = f"; awaiting approval: {', '.join(waiting)}" if waiting else ""
+        state = (entry or {}).get("status", "not started")
+        raise RunError(
+            f"task {task_id!r} of run {run_id!r} is not awaiting approval ({state}){now}"
+        )
+    decided = {**entry, "decision": "approved" if approved else "rejected"}
+    if reason:
+        decided["reason"] = reason
+    await store.save_run_tasks(run_id, {task_id: decided})
+
+
+class Approvals:
+    """The gates of one run: who waits, the decisions, their timeouts (module docstring).
+
+    Belongs to a ``Driver``, which it asks to release or reject tasks; it owns the
+    timeout timers and the task that reads decisions from the store.
+    """
+
+    def __init__(self, driver: Driver, *, timeout: float | None) -> None:
+        self.driver = driver
+        self.timeout = timeout
+        self.waiting: set[str] = set()
+        self.ahead: set[str] = set()  # approved before the run had prepared
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._watcher: asyncio.Task[None] | None = None
+
+    def announce(self) -> None:
+        """Tasks the scheduler just held now await approval: say so and write it down."""
+        driver = self.driver
+        assert driver.sched is not None
+        for tid in driver.sched.take_held():
+            self.waiting.add(tid)
+            driver.state.set_status(tid, "awaiting_approval")
+            driver.records.task_changed(tid, driver.task_record(tid, "awaiting_approval"))
+            loop = asyncio.get_running_loop()
+            if self.timeout is not None:
+                self._timers[tid] = loop.call_later(self.timeout, self._expired, tid)
+            if self._watcher is None or self._watcher.done():
+                self._watcher = loop.create_task(self._watch())
+
+    def approve(self, tid: str) -> None:
+        """Let a task awaiting approval (or a gated one not yet ready) run."""
+        driver = self.driver
+        sched = driver.sched
+        status = driver.state.status.get(tid)
+        if status is None:
+            raise RunError(f"no task {tid!r} in run {driver.state.run_id!r}")
+        if sched is None:  # the run is still preparing: approved ahead
+            self.ahead.add(tid)
+            return
+        if status == "awaiting_approval":
+            self._forget(tid)
+            sched.release(tid)
+            driver.state.set_status(tid, "approved")
+            entry = driver.task_record(tid, "ready")
+            driver.records.task_changed(tid, {**entry, "decision": "approved"})
+            driver.dispatch()
+        elif status == "pending" and sched.is_gated(tid):
+            sched.release(tid)  # approved ahead: it will not stop when ready
+        else:
+            raise RunError(f"task {tid!r} is not awaiting approval ({status})")
+
+    def reject(self, tid: str, reason: str | None = None) -> None:
+        """Skip a task awaiting approval (or a gated one not yet ready) and its descendants."""
+        driver = self.driver
+        status = driver.state.status.get(tid)
+        gated = driver.sched is not None and status is not None and driver.sched.is_gated(tid)
+        if status != "awaiting_approval" and not (status == "pending" and gated):
+            raise RunError(f"task {tid!r} is not awaiting approval ({status})")
+        self._forget(tid)
+        driver.reject_task(tid, f"rejected: {reason}" if reason else "rejected")
+
+    def _expired(self, tid: str) -> None:
+        self._timers.pop(tid, None)
+        if tid in self.waiting:
+            self.reject(tid, f"approval timed out after {self.timeout:g} s")
+
+    def _forget(self, tid: str) -> None:
+        self.waiting.discard(tid)
+        timer = self._timers.pop(tid, None)
+        if timer is not None:
+            timer.cancel()
+
+    async def _watch(self) -> None:
+        """Apply decisions other processes wrote, while something awaits approval."""
+        while self.waiting:
+            await asyncio.sleep(POLL_EVERY)
+            try:
+                decisions = await self.driver.records.decisions()
+            except StoreError:
+                continue  # the store is the run's concern; try again next time
+            for tid, (approved, reason) in decisions.items():
+                if tid in self.waiting:
+                    if approved:
+                        self.approve(tid)
+                    else:
+                        self.reject(tid, reason or None)
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        if self._watcher is not None:
+            self._watcher.cancel()
