@@ -270,6 +270,14 @@ def themed(page, lab, name: str, front: str) -> None:
     page.wait_for_function(
         "() => !document.querySelector('.onb-root [data-testid=inspector-title]')"
     )
+    assert page.evaluate("document.activeElement.dataset.task") == task  # focus stays
+    page.keyboard.press("Delete")  # removes the focused task, as the toolbar's Delete does
+    page.wait_for_function(
+        "(task) => { const nodes = document.querySelector('.onb-root').querySelectorAll("
+        "'.onb-node'); return nodes.length === 8"
+        " && ![...nodes].some(g => g.dataset.task === task); }",
+        arg=task,
+    )
 
     # the 1,738-task plan: a placeholder at once, then the collapsed drawing; fits; search
     run_cell(page, 3)

@@ -108,7 +108,7 @@ function render({ model, el }) {
   let nodeIndex = new Map(); // drawn node id -> <g>
   let order = []; // drawn node ids in reading order (rank by rank, top to bottom)
   let memberOf = new Map(); // task id -> group id it is drawn in
-  let drawnVersion = -1;
+  let drawnKey = ""; // `${version}:${state}` of the layout drawn last
   let editSeq = 0;
   let gone = false; // the kernel behind this widget is gone
   let scale = null; // null: fit; else pixels per point
@@ -206,15 +206,18 @@ function render({ model, el }) {
       graphBox.replaceChildren(h("div", { class: "onb-placeholder onb-error", text: `Cannot draw the plan: ${layout.error}` }));
       return;
     }
-    if (!nodes.length || layout.version === drawnVersion && graphBox.querySelector("svg")) {
-      if (!nodes.length) {
-        const tasks = model.get("tasks") || [];
-        const text = tasks.length ? `Laying out ${layout.summary || `${tasks.length} tasks`}…` : "No plan yet.";
-        graphBox.replaceChildren(h("div", { class: "onb-placeholder", "data-testid": "placeholder", text }));
-      }
+    if (!nodes.length) {
+      const tasks = model.get("tasks") || [];
+      const text = tasks.length ? `Laying out ${layout.summary || `${tasks.length} tasks`}…` : "No plan yet.";
+      graphBox.replaceChildren(h("div", { class: "onb-placeholder", "data-testid": "placeholder", text }));
       return;
     }
-    drawnVersion = layout.version;
+    // While a new layout is pending, `nodes` are still the previous ones: keep what is drawn
+    // (dimmed) and redraw once the new positions are ready.
+    const drawn = graphBox.querySelector("svg.onb-plan");
+    const key = `${layout.version}:${layout.state}`;
+    if (drawn && (key === drawnKey || layout.state === "pending")) return;
+    drawnKey = key;
     memberOf = new Map();
     for (const [gid, members] of Object.entries(layout.groups || {})) for (const m of members) memberOf.set(m, gid);
     const svg = svgEl("svg", {
@@ -249,9 +252,14 @@ function render({ model, el }) {
     order = [];
     const tabAll = nodes.length <= ALL_TABBABLE;
     for (const [id, x, y, w, hh, label, kind, count, critical] of nodes) {
+      // data-lm-suppress-shortcuts: the keys pressed on a focused node are the widget's.
+      // Notebook 7 handles keys before the page does (Lumino's capture-phase listener), and
+      // its command-mode bindings match any focused element in a cell, so without it
+      // ArrowDown on a node selects the next cell and takes the focus away.
       const g = svgEl("g", {
         class: `onb-node${count > 1 ? " onb-group" : ""}${critical ? " onb-critical" : ""}`,
         "data-task": id, "data-kind": kind, role: "button", tabindex: tabAll ? "0" : "-1",
+        "data-lm-suppress-shortcuts": "true",
       });
       const x0 = x - w / 2, y0 = y - hh / 2;
       if (count > 1) g.append(svgEl("path", { class: "onb-stack", d: shapePath(shapeOf(kind), x0 + 4, y0 - 4, w, hh) }));
