@@ -98,30 +98,53 @@ def group_tasks(
     A task's *shape* is its name stem, its kind and the set of shapes of its
     dependencies, so members of a group sit at the same place in the workflow.
     Group ids are hashes of the shape: an edit elsewhere does not rename them.
+
+    Plans without that regularity (every task wired differently) would still draw
+    more than ``above`` nodes; they are grouped more coarsely, by name stem, kind
+    and *depth* (the longest chain of dependencies above a task). Tasks at one depth
+    never depend on each other, so these groups hold no member's dependency either.
     """
     if len(rows) <= above:
         return {}
     by_id = {r.id: r for r in rows}
     shape: dict[str, str] = {}
-    members: dict[str, list[str]] = {}
+    depth: dict[str, int] = {}
+    by_shape: dict[str, list[str]] = {}
+    by_depth: dict[str, list[str]] = {}
     stems: dict[str, tuple[str, str]] = {}
     for tid in _dependency_order(rows):
         row = by_id[tid]
         stem = name_stem(row.name)
         deps = sorted({shape[d] for d in row.dependencies})
-        key = hashlib.sha1("\x1f".join([stem, row.kind, *deps]).encode()).hexdigest()[:10]
+        key = _key(stem, row.kind, *deps)
         shape[tid] = key
-        members.setdefault(key, []).append(tid)
+        by_shape.setdefault(key, []).append(tid)
         stems[key] = (stem, row.kind)
+        depth[tid] = 1 + max((depth[d] for d in row.dependencies), default=-1)
+        coarse = _key(stem, row.kind, f"depth {depth[tid]}")
+        by_depth.setdefault(coarse, []).append(tid)
+        stems[coarse] = (stem, row.kind)
+    members = by_shape
+    if _drawn(by_shape, min_size) > above:
+        members = by_depth
     skip = set(expanded)
+    order = {tid: i for i, tid in enumerate(by_id)}
     groups = {}
     for key, ids in members.items():
         gid = f"group-{key}"
         if len(ids) >= min_size and gid not in skip:
-            order = {tid: i for i, tid in enumerate(by_id)}
             ids.sort(key=order.__getitem__)
             groups[gid] = Group(gid, *stems[key], tuple(ids))
     return groups
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:10]
+
+
+def _drawn(members: Mapping[str, list[str]], min_size: int) -> int:
+    """Nodes a drawing with these groups would have (groups too small stay tasks)."""
+    return sum(1 if len(ids) >= min_size else len(ids) for ids in members.values())
 
 
 def _dependency_order(rows: Sequence[TaskRow]) -> list[str]:

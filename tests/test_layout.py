@@ -37,6 +37,31 @@ def test_montage_collapses_into_its_workflow_groups():
         assert all(not members & set(g.tasks[m].dependencies) for m in grp.members)
 
 
+def test_irregular_big_plans_group_by_depth():
+    # every task wired differently: grouping by shape would leave ~1,500 nodes
+    import random
+
+    rng = random.Random(1)
+    tasks = []
+    for i in range(5000):
+        parents = rng.sample(range(max(0, i - 30), i), k=min(i, rng.randint(0, 2)))
+        tasks.append(Task(f"t{i}", f"Task {i}", dependencies=tuple(f"t{p}" for p in parents)))
+    g = TaskGraph(tasks)
+    rows = snapshot(g)
+    groups = group_tasks(rows, above=300)
+    grouped = {m for grp in groups.values() for m in grp.members}
+    assert len(groups) + len(g) - len(grouped) <= 300  # nodes drawn
+    depth = {}
+    for tid in g.topological_order():
+        depth[tid] = 1 + max((depth[d] for d in g.tasks[tid].dependencies), default=-1)
+    for grp in groups.values():
+        assert {depth[m] for m in grp.members} == {depth[grp.members[0]]}
+        members = set(grp.members)
+        assert all(not members & set(g.tasks[m].dependencies) for m in grp.members)
+    layout = compute_layout(rows, groups=groups)
+    assert sum(e[3] for e in layout["edges"]) == len(g.edges)
+
+
 def test_small_plans_and_expanded_groups_are_drawn_task_by_task():
     g = montage()
     assert group_tasks(snapshot(g), above=len(g)) == {}
