@@ -210,11 +210,16 @@ def graph_text(graph: TaskGraph, statuses: Mapping[str, str] | None = None) -> s
 
 
 def graph_mimebundle(
-    graph: TaskGraph, statuses: Mapping[str, str] | None = None, **kwargs: Any
+    graph: TaskGraph,
+    statuses: Mapping[str, str] | None = None,
+    *,
+    text: str | None = None,
+    **kwargs: Any,
 ) -> dict[str, str]:
     """SVG and text for Jupyter; text only when ``dot`` is missing (never an error) and for
-    plans over ``SVG_TASKS`` tasks (laying those out takes seconds and their SVG megabytes)."""
-    bundle = {"text/plain": graph_text(graph, statuses)}
+    plans over ``SVG_TASKS`` tasks (laying those out takes seconds and their SVG megabytes).
+    ``text``: the text/plain to use instead of ``graph_text`` (a caller that has its own)."""
+    bundle = {"text/plain": graph_text(graph, statuses) if text is None else text}
     if len(graph) <= SVG_TASKS and dot_available():
         with contextlib.suppress(ConfigError):
             bundle["image/svg+xml"] = render_svg(graph, statuses, **kwargs)

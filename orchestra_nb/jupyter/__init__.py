@@ -1,7 +1,9 @@
 """The Jupyter layer: ``%load_ext orchestra_nb`` registers ``%%orchestrate`` and ``%orchestra``.
 
-Nothing here is imported by ``import orchestra_nb``; IPython and anywidget load
-only when the extension is loaded or a widget is made.
+Nothing here is imported by ``import orchestra_nb``; IPython, anywidget, networkx and
+graphviz load when the extension is loaded: importing them takes a quarter of a second, which
+``%load_ext`` may take, but the cell that first shows a plan should not (it holds the
+kernel's loop while it runs).
 """
 
 from __future__ import annotations
@@ -12,7 +14,17 @@ __all__ = ["load_ipython_extension", "unload_ipython_extension"]
 
 
 def load_ipython_extension(ipython: Any) -> None:
+    import contextlib
+
+    import networkx  # noqa: F401  (every TaskGraph is one)
+
+    with contextlib.suppress(ImportError):
+        import graphviz  # noqa: F401  (the static drawing beside a small plan's widget)
+
     from ._magics import Orchestra
+    from ._widget import start_layout_thread  # imports anywidget and ipywidgets
+
+    start_layout_thread()
 
     magics = Orchestra(shell=ipython)
     ipython.register_magics(magics)

@@ -285,14 +285,14 @@ class Orchestration:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         from .._render import graph_mimebundle
 
-        bundle: dict[str, Any] = {}
+        text = self._text()
+        bundle: dict[str, Any] = {"text/plain": text}
         if self.graph is not None:
-            bundle.update(graph_mimebundle(self.graph, self.status or None))
+            bundle.update(graph_mimebundle(self.graph, self.status or None, text=text))
         widget_view = self.widget._repr_mimebundle_()
         if isinstance(widget_view, tuple):
             widget_view = widget_view[0]
         bundle.update({k: v for k, v in (widget_view or {}).items() if k != "text/plain"})
-        bundle["text/plain"] = self._text()
         return bundle
 
 

@@ -65,6 +65,12 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
     return _layout_pool
 
 
+def start_layout_thread() -> None:
+    """Start the layout thread now (``%load_ext`` does): starting a thread waits for it to
+    take the interpreter lock, which the cell that first shows a plan should not."""
+    _pool().submit(int).result()
+
+
 class Controller(Protocol):
     """What the widget's buttons ask of whoever owns the graph."""
 
@@ -406,33 +412,32 @@ class DagWidget(anywidget.AnyWidget):
     # --- layout ----------------------------------------------------------------------------
 
     def _relayout(self) -> None:
-        """Send the tasks now and their positions when the layout thread has them."""
-        from .._layout import snapshot
+        """Send the tasks and their positions when the layout thread has them.
 
+        On the loop only a copy-on-write copy of the graph is taken (an edit made while
+        the thread works copies the graph first, so the thread's copy never changes);
+        the snapshot, the critical path, the browser's task list and ``dot`` itself all
+        run in the thread.
+        """
         graph = self.graph
         assert graph is not None
-        rows = snapshot(graph)
-        self.tasks = [
-            {"id": r.id, "name": r.name, "kind": r.kind, "dependencies": list(r.dependencies)}
-            for r in rows
-        ]
-        critical = list(graph.critical_path().ids) if len(graph) > 1 else []
+        frozen = graph.copy()
         self._layout_version += 1
         version = self._layout_version
         previous = list(self.layout.get("order", ()))
-        edges = sum(len(r.dependencies) for r in rows)
+        edges = sum(len(t.dependencies) for t in graph.tasks.values())
         self.layout = {
             **self.layout,
             "state": "pending",
             "version": version,
-            "summary": f"{len(rows):,} tasks, {edges:,} dependencies",
+            "summary": f"{len(graph):,} tasks, {edges:,} dependencies",
         }
         expanded = set(self.expanded)
 
         def job() -> dict[str, Any] | None:
             if version != self._layout_version:
                 return None  # a newer edit already asked for another layout
-            return _compute(rows, critical, previous, expanded, self.group_above)
+            return _compute(frozen, previous, expanded, self.group_above)
 
         try:
             loop = asyncio.get_running_loop()
@@ -460,6 +465,7 @@ class DagWidget(anywidget.AnyWidget):
         if result is None:
             return
         with self.hold_sync():
+            self.tasks = result.pop("tasks")
             self.groups = result["groups"]
             task_statuses = {k: v for k, v in self.statuses.items() if k not in result["groups"]}
             self.statuses = self._with_groups(task_statuses)
@@ -588,12 +594,19 @@ def group_status(statuses: Iterable[str]) -> str:
 
 
 def _compute(
-    rows: list[Any], critical: list[str], previous: list[str], expanded: set[str], above: int
+    graph: TaskGraph, previous: list[str], expanded: set[str], above: int
 ) -> dict[str, Any]:
-    from .._layout import compute_layout, group_tasks
+    """Everything about a drawing that takes time (runs in the layout thread)."""
+    from .._layout import compute_layout, group_tasks, snapshot
 
+    rows = snapshot(graph)
+    critical = list(graph.critical_path().ids) if len(graph) > 1 else []
     groups = group_tasks(rows, above=above, expanded=expanded)
-    return compute_layout(rows, groups=groups, critical=critical, previous_order=previous)
+    layout = compute_layout(rows, groups=groups, critical=critical, previous_order=previous)
+    # what the browser needs of every task (search, labels): dependencies travel as
+    # edges in the layout, and the inspector sends a task's own on selection
+    layout["tasks"] = [{"id": r.id, "name": r.name} for r in rows]
+    return layout
 
 
 def _ending(run: Run) -> tuple[str, str]:
