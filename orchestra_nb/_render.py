@@ -40,10 +40,11 @@ STATUS_STYLE: Mapping[str, Mapping[str, str]] = {
 STALE_COLOR = "#9333ea"
 KIND_SHAPE: Mapping[str, str] = {"llm": "box", "python": "component", "report": "note"}
 #: How the widget tells statuses apart without colour: a mark before the name and the
-#: outline's line (cached is not done, skipped is not pending, even in grey scale).
+#: outline's line (cached is not done, skipped is not pending, even in grey scale). Marks
+#: are characters every common UI font has (DejaVu Sans, Segoe UI, Helvetica), no emoji.
 STATUS_MARK: Mapping[str, Mapping[str, str]] = {
     "pending": {"mark": "", "line": "solid"},
-    "awaiting_approval": {"mark": "✋", "line": "dotted"},
+    "awaiting_approval": {"mark": "‖", "line": "dotted"},
     "ready": {"mark": "•", "line": "solid"},
     "running": {"mark": "▶", "line": "solid"},
     "waiting": {"mark": "…", "line": "dotted"},

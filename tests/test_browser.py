@@ -305,7 +305,24 @@ def themed(page, lab, name: str, front: str) -> None:
     assert samples > 20
     assert stall <= 100, f"the kernel's loop stalled {stall} ms while showing the big plan"
 
-    if front == "lab-light":  # a widget whose kernel is gone says so and disables its buttons
+    if front == "lab-light":
+        # expanding a group shows its members at a readable size, not a fit of 240 more nodes
+        big.locator(".onb-node.onb-group", has_text="mProject").dblclick()
+        page.wait_for_function(
+            "() => document.querySelectorAll('.onb-root')[1].querySelectorAll('.onb-node')"
+            ".length === 247",
+            timeout=60_000,
+        )
+        assert float(big.get_attribute("data-zoom")) == 1
+        panel = big.locator("[data-testid=graph]").bounding_box()
+        first = big.locator(".onb-node[data-task=mProject_ID0000001]").bounding_box()
+        assert (
+            panel["y"] <= first["y"]
+            and first["y"] + first["height"] <= panel["y"] + panel["height"]
+        )
+        big.screenshot(path=str(SHOTS / "montage-expanded.png"))
+
+        # a widget whose kernel is gone says so and disables its buttons
         page.evaluate("() => { window.jupyterapp.commands.execute('kernelmenu:restart'); }")
         page.locator(".jp-Dialog .jp-mod-accept").click()
         page.wait_for_function(

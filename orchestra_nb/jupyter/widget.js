@@ -104,6 +104,7 @@ function render({ model, el }) {
   const shapeOf = (kind) => (look().kinds || {})[kind] || look().default_shape || "box";
 
   let pickingDependencyFor = null; // task id waiting for its "depends on" target
+  let expanding = null; // task to show once the group being expanded is drawn
   let selectedEdge = null; // [dependency, task]
   let nodeIndex = new Map(); // drawn node id -> <g>
   let order = []; // drawn node ids in reading order (rank by rank, top to bottom)
@@ -155,7 +156,8 @@ function render({ model, el }) {
   const inspector = h("div", { class: "onb-inspector", "data-testid": "inspector", "aria-live": "polite", "aria-label": "Task inspector", role: "region" });
   const form = h("div", { class: "onb-form" });
   const gantt = h("div", { class: "onb-gantt", "data-testid": "timeline" });
-  el.append(style, toolbar, legend, message, h("div", { class: "onb-main" }, graphWrap, h("div", { class: "onb-side" }, form, inspector)), gantt);
+  const side = h("div", { class: "onb-side" }, form, inspector);
+  el.append(style, toolbar, legend, message, h("div", { class: "onb-main" }, graphWrap, side), gantt);
 
   function say(level, text) {
     message.className = `onb-message onb-${level}`;
@@ -280,7 +282,7 @@ function render({ model, el }) {
       tip.textContent = count > 1 ? `${label}: ${count.toLocaleString()} related tasks` : id;
       g.append(tip);
       g.addEventListener("click", (event) => { event.stopPropagation(); clickNode(id); });
-      g.addEventListener("dblclick", (event) => { event.stopPropagation(); if (count > 1) send({ op: "expand", group: id }); });
+      g.addEventListener("dblclick", (event) => { event.stopPropagation(); if (count > 1) expand(id); });
       g.addEventListener("keydown", (event) => nodeKey(event, id, count > 1));
       nodeLayer.append(g);
       nodeIndex.set(id, g);
@@ -293,6 +295,7 @@ function render({ model, el }) {
     recolourNow();
     highlight();
     applyZoom();
+    if (expanding && nodeIndex.has(expanding)) { centreOn(expanding); expanding = null; }
     el.dataset.drawMs = (performance.now() - started).toFixed(2);
     requestAnimationFrame(() => { el.dataset.fullPicture = String(Date.now()); el.dataset.phase = "drawn"; });
   }
@@ -462,7 +465,7 @@ function render({ model, el }) {
     }
     if (event.key === "Enter" || event.key === " ") {
       event.preventDefault();
-      if (isGroup && event.key === "Enter" && model.get("selected") === id) send({ op: "expand", group: id });
+      if (isGroup && event.key === "Enter" && model.get("selected") === id) expand(id);
       else clickNode(id);
     } else if (event.key === "Delete" || event.key === "Backspace") {
       event.preventDefault();
@@ -479,6 +482,15 @@ function render({ model, el }) {
       event.stopPropagation();
     }
   });
+
+  // Expanding a group can add hundreds of nodes: once they are drawn, show the group's
+  // place at a readable size (centred on `task`, or on its first member) rather than a fit
+  // of the whole, much bigger, drawing.
+  function expand(group, task) {
+    const members = (model.get("layout").groups || {})[group] || [];
+    expanding = task || members[0] || null;
+    send({ op: "expand", group });
+  }
 
   function startPicking() {
     const tid = model.get("selected");
@@ -562,6 +574,7 @@ function render({ model, el }) {
     const info = model.get("inspector") || {};
     inspector.replaceChildren();
     form.replaceChildren();
+    side.classList.toggle("onb-idle", !info.id); // a narrow hint: the plan gets the room
     if (!info.id) {
       inspector.append(h("div", { class: "onb-note", text: "Click a task (or Tab to it and press Enter) to see it here." }));
       return;
@@ -585,7 +598,7 @@ function render({ model, el }) {
       table,
     );
     if (info.in_group) inspector.append(h("div", { class: "onb-note" }, `Drawn inside a group of ${info.in_group.count.toLocaleString()} related tasks. `,
-      button("expand-group", "Expand group", () => send({ op: "expand", group: info.in_group.id }))));
+      button("expand-group", "Expand group", () => expand(info.in_group.id, info.id))));
     if (info.arguments) inspector.append(h("div", { class: "onb-sub", text: "arguments" }), resultView(info.arguments));
     if (info.error) {
       inspector.append(h("div", { class: "onb-error", "data-testid": "inspector-error", text: info.error }));
@@ -611,7 +624,7 @@ function render({ model, el }) {
       h("div", { class: "onb-inspector-title", "data-testid": "inspector-title", text: info.name }),
       h("div", { class: "onb-id", text: `${info.count.toLocaleString()} related ${kindLabel(info.kind)} tasks drawn as one node` }),
       h("table", { class: "onb-facts" }, h("tr", {}, h("th", { text: "status" }), h("td", {}, badge(info.status))), h("tr", {}, h("th", { text: "tasks" }), h("td", { text: counts }))),
-      button("expand-group", `Expand (${info.count.toLocaleString()} nodes)`, () => send({ op: "expand", group: info.id }), { disabled: gone ? "" : null }),
+      button("expand-group", `Expand (${info.count.toLocaleString()} nodes)`, () => expand(info.id), { disabled: gone ? "" : null }),
       list,
     );
     if (info.count > (info.members || []).length) inspector.append(h("div", { class: "onb-note", text: `… and ${(info.count - info.members.length).toLocaleString()} more (search finds any of them)` }));
@@ -639,6 +652,7 @@ function render({ model, el }) {
 
   function showAddForm() {
     form.replaceChildren();
+    side.classList.remove("onb-idle");
     const name = h("input", { "data-testid": "new-name", placeholder: "name" });
     const description = h("textarea", { "data-testid": "new-description", rows: 3, placeholder: "what to do" });
     const kind = kindSelect(voc().default_kind);
