@@ -128,6 +128,8 @@ def test_variables_are_filled_from_the_notebook(ip):
         ip, "%%orchestrate --name t_r --wait --store memory://\nA report on {t_topic} {{not a var}}"
     )
     assert ip.user_ns["t_r"].goal == "A report on solid-state batteries {not a var}"
+    # --wait waits for the drawing too: a notebook saved now holds the positions
+    assert ip.user_ns["t_r"].widget.layout["state"] == "ready"
     message = usage_error(ip, "%%orchestrate --name t_r\nA report on {t_missing}")
     assert message == "the cell uses {t_missing} but no variable 't_missing' exists"
 

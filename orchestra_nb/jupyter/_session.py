@@ -252,12 +252,17 @@ class Orchestration:
         return self.wait().__await__()
 
     async def wait(self) -> Run | TaskGraph | None:
-        """Wait for planning and then for the latest run; return the run (or the plan)."""
+        """Wait for planning and then for the latest run; return the run (or the plan).
+
+        The widget's drawing is waited for too, so a cell that waits (``--wait``,
+        ``await report``) ends with the plan drawn: what a notebook saves at that
+        point (nbconvert, papermill) holds the positions, not a pending layout.
+        """
         if self._planning is not None:
             await asyncio.shield(self._planning)
-        if self.run is not None:
-            return await self.run
-        return self.graph
+        result = await self.run if self.run is not None else self.graph
+        await self.widget.laid_out()
+        return result
 
     def __repr__(self) -> str:
         return self._text()
