@@ -208,8 +208,7 @@ function render({ model, el }) {
       return;
     }
     if (!nodes.length) {
-      const tasks = model.get("tasks") || [];
-      const text = tasks.length ? `Laying out ${layout.summary || `${tasks.length} tasks`}…` : "No plan yet.";
+      const text = layout.state === "pending" ? `Laying out ${layout.summary || "the plan"}…` : "No plan yet.";
       graphBox.replaceChildren(h("div", { class: "onb-placeholder", "data-testid": "placeholder", text }));
       return;
     }
