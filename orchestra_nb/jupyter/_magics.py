@@ -14,6 +14,7 @@ Orchestra.model = "gpt-4o-mini"`` works like any IPython setting.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import shlex
 import string
 from collections.abc import Mapping
@@ -180,7 +181,10 @@ class Orchestra(Magics, Configurable):
             raise UsageError(f"--from {variable}: no variable {variable!r} in the notebook")
         value = self.shell.user_ns[variable]
         try:
-            graph = TaskGraph.from_plan(value, goal=None)
+            if isinstance(value, TaskGraph):
+                graph = TaskGraph.from_plan(value, goal=None)  # a copy: cheap
+            else:  # reading a big plan is CPU work: in a thread, the kernel's loop turning
+                graph = wait(asyncio.to_thread(TaskGraph.from_plan, value, goal=None))
         except OrchestraError as exc:
             raise UsageError(f"--from {variable}: {exc}") from None
         if goal and not graph.goal:
