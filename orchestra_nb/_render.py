@@ -184,7 +184,7 @@ def render_svg(graph: TaskGraph, statuses: Mapping[str, str] | None = None, **kw
 
 def graph_text(graph: TaskGraph, statuses: Mapping[str, str] | None = None) -> str:
     """A deterministic plain-text view: one line per task, then the critical path."""
-    edges = len(graph.edges)
+    edges = sum(len(t.dependencies) for t in graph.tasks.values())  # no list of pairs
     lines = [f"TaskGraph: {len(graph)} task{'s' * (len(graph) != 1)}, "
              f"{edges} dependenc{'ies' if edges != 1 else 'y'}"]  # fmt: skip
     if graph.goal:
