@@ -22,9 +22,9 @@ def load_ipython_extension(ipython: Any) -> None:
         import graphviz  # noqa: F401  (the static drawing beside a small plan's widget)
 
     from ._magics import Orchestra
-    from ._widget import start_layout_thread  # imports anywidget and ipywidgets
+    from ._widget import start_threads  # imports anywidget and ipywidgets
 
-    start_layout_thread()
+    start_threads()
 
     magics = Orchestra(shell=ipython)
     ipython.register_magics(magics)

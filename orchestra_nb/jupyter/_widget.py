@@ -65,10 +65,13 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
     return _layout_pool
 
 
-def start_layout_thread() -> None:
-    """Start the layout thread now (``%load_ext`` does): starting a thread waits for it to
-    take the interpreter lock, which the cell that first shows a plan should not."""
+def start_threads() -> None:
+    """Start the layout thread, and the running loop's first worker thread (what reads a
+    plan given with ``--from``), now: ``%load_ext`` does. Starting a thread waits for it
+    to take the interpreter lock, which the cell that first shows a plan should not."""
     _pool().submit(int).result()
+    with contextlib.suppress(RuntimeError):  # no running loop: nothing to start
+        asyncio.get_running_loop().run_in_executor(None, int)
 
 
 class Controller(Protocol):
