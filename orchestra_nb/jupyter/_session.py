@@ -289,11 +289,15 @@ class Orchestration:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         from .._render import graph_mimebundle
+        from ._nested import wait
 
         text = self._text()
         bundle: dict[str, Any] = {"text/plain": text}
         if self.graph is not None:
-            bundle.update(graph_mimebundle(self.graph, self.status or None, text=text))
+            # the static drawing beside the widget (for viewers without widgets) runs `dot`:
+            # in a thread, the kernel's loop turning meanwhile
+            graph, statuses = self.graph.copy(), self.status or None
+            bundle.update(wait(asyncio.to_thread(graph_mimebundle, graph, statuses, text=text)))
         widget_view = self.widget._repr_mimebundle_()
         if isinstance(widget_view, tuple):
             widget_view = widget_view[0]
