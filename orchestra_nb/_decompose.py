@@ -13,11 +13,10 @@ executed here.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._errors import PlanError, ReplayMissError
+from ._errors import PlanError
 from ._json_text import MAX_ANSWER_CHARS, size_error
 from ._plan import TaskGraph
 
@@ -138,10 +137,7 @@ async def decompose(
     last_answer = ""
     last_error: PlanError | None = None
     for _attempt in range(max_attempts):
-        try:
-            completion = await model.complete(messages, schema=PLAN_SCHEMA)
-        except ReplayMissError as exc:
-            raise _explain_miss(exc, described, getattr(model, "path", None)) from None
+        completion = await model.complete(messages, schema=PLAN_SCHEMA)
         answer, complete = await _whole_answer(model, messages, completion, max_continuations)
         last_answer = answer[:MAX_ANSWER_CHARS]
         try:
@@ -225,41 +221,6 @@ def _echo(answer: str) -> str:
     if len(answer) <= _ECHO_CHARS:
         return answer
     return answer[:_ECHO_CHARS] + f"\n…[{len(answer) - _ECHO_CHARS} more characters not shown]"
-
-
-_LISTED_FUNCTION = re.compile(r"^\s*- ([A-Za-z_][\w.]*):", re.MULTILINE)
-
-
-def functions_in_prompt(system: str) -> list[str]:
-    """The Python functions a planning prompt offered the model (names, sorted)."""
-    listed = system.partition('(set "function" to its name):')[2]
-    return sorted(set(_LISTED_FUNCTION.findall(listed)))
-
-
-def _explain_miss(
-    exc: ReplayMissError, functions: Mapping[str, str], path: object
-) -> ReplayMissError:
-    """A replayed plan that misses only because other functions are registered says so."""
-    system = [m["content"] for m in exc.recorded or () if m["role"] == "system"]
-    if not system:
-        return exc
-    recorded = functions_in_prompt(system[0])
-    if recorded == sorted(functions):
-        return exc
-    now = ", ".join(sorted(functions)) or "none"
-    missing = [name for name in recorded if name not in functions]
-    if missing == recorded:
-        hint = "register them with @orchestra_nb.task_function"
-    elif missing:
-        hint = f"register {', '.join(missing)} with @orchestra_nb.task_function"
-    else:
-        hint = "register the same functions, no more"
-    return ReplayMissError(
-        f"no recorded plan for this goal with the Python functions registered now ({now}): "
-        f"the recording{f' {path}' if path else ''} planned it with "
-        f"{', '.join(recorded) or 'none'} registered; {hint}",
-        recorded=exc.recorded,
-    )
 
 
 def _is_plan(data: Any) -> bool:

@@ -53,16 +53,8 @@ class RateLimitError(LLMError):
 
 
 class ReplayMissError(LLMError, LookupError):
-    """The offline replay client has no recording for a prompt.
-
-    ``recorded`` holds the messages of a recorded conversation that differs from
-    the prompt only in its system message (None if there is none): the usual
-    cause is a planning prompt recorded with other Python functions registered.
-    """
-
-    def __init__(self, message: str, *, recorded: list[dict[str, str]] | None = None):
-        super().__init__(message)
-        self.recorded = recorded
+    """The offline replay client has no recording for a prompt (the message says why when
+    the same question is recorded under other instructions)."""
 
 
 class StoreError(OrchestraError):

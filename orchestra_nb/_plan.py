@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import heapq
 import json
 import os
 import re
@@ -426,9 +427,26 @@ class TaskGraph:
 
     def topological_order(self) -> list[str]:
         """Ids with every task after its dependencies; ties in plan order."""
-        import networkx as nx
-
-        return list(nx.lexicographical_topological_sort(self._graph, key=self._order.__getitem__))
+        cached = self._derived.get("topological_order")
+        if cached is None:  # Kahn's algorithm, the ready task first in plan order
+            place = self._order
+            waiting: dict[str, int] = {}
+            children: dict[str, list[str]] = {}
+            for tid, task in self._tasks.items():
+                waiting[tid] = len(task.dependencies)  # unique: Task removes repeats
+                for dep in task.dependencies:
+                    children.setdefault(dep, []).append(tid)
+            ready = [(place[tid], tid) for tid, n in waiting.items() if n == 0]
+            out = []
+            while ready:
+                tid = heapq.heappop(ready)[1]
+                out.append(tid)
+                for child in children.get(tid, ()):
+                    waiting[child] -= 1
+                    if not waiting[child]:
+                        heapq.heappush(ready, (place[child], child))
+            cached = self._derived["topological_order"] = tuple(out)
+        return list(cached)
 
     def dependency_order(self) -> list[str]:
         """Ids with every task after its dependencies, in no particular tie order (fast)."""
@@ -456,6 +474,12 @@ class TaskGraph:
 
     def critical_path(self) -> CriticalPath:
         """The longest chain by estimated time (see ``durations`` for unknown estimates)."""
+        cached = self._derived.get("critical_path")
+        if cached is None:
+            cached = self._derived["critical_path"] = self._critical_path()
+        return cached
+
+    def _critical_path(self) -> CriticalPath:
         weight = self.durations()
         best: dict[str, float] = {}
         prev: dict[str, str | None] = {}
@@ -713,6 +737,7 @@ class EntryResolver:
         problems: list[str] = []
         bad: list[str] = []
         deps: list[str] = []
+        seen: set[str] = set()
         arguments, used = _argument_refs(entry.arguments, self.ids, self._taken)
         for ref in [*entry.dependencies, *used]:
             target = self.find(ref)
@@ -722,7 +747,8 @@ class EntryResolver:
             elif target == tid:
                 problems.append(f"task {tid!r} depends on itself")
                 bad.append(tid)
-            elif target not in deps:
+            elif target not in seen:  # once each, in order (a gather step names hundreds)
+                seen.add(target)
                 deps.append(target)
         if problems:
             return None, problems, bad

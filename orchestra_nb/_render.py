@@ -37,7 +37,7 @@ STATUS_STYLE: Mapping[str, Mapping[str, str]] = {
     "batched": {"fillcolor": "#e0e7ff", "color": "#4f46e5", "fontcolor": "#312e81"},
     "waiting": {"fillcolor": "#ffedd5", "color": "#ea580c", "fontcolor": "#7c2d12"},
     "done": {"fillcolor": "#dcfce7", "color": "#16a34a", "fontcolor": "#14532d"},
-    "cached": {"fillcolor": "#ccfbf1", "color": "#0d9488", "fontcolor": "#134e4a"},
+    "cached": {"fillcolor": "#dbeafe", "color": "#2563eb", "fontcolor": "#1e3a8a"},
     "failed": {"fillcolor": "#fee2e2", "color": "#dc2626", "fontcolor": "#7f1d1d"},
     "skipped": {"fillcolor": "#fafafa", "color": "#d4d4d8", "fontcolor": "#a1a1aa"},
     "cancelled": {"fillcolor": "#e4e4e7", "color": "#52525b", "fontcolor": "#3f3f46"},
@@ -45,12 +45,49 @@ STATUS_STYLE: Mapping[str, Mapping[str, str]] = {
 }
 STALE_COLOR = "#9333ea"
 KIND_SHAPE: Mapping[str, str] = {"llm": "box", "python": "component", "report": "note"}
+#: How the widget tells statuses apart without colour: a mark before the name and the
+#: outline's line (cached is not done, skipped is not pending, even in grey scale). Marks
+#: are characters every common UI font has (DejaVu Sans, Segoe UI, Helvetica), no emoji.
+STATUS_MARK: Mapping[str, Mapping[str, str]] = {
+    "pending": {"mark": "", "line": "solid"},
+    "awaiting_approval": {"mark": "‖", "line": "dotted"},
+    "ready": {"mark": "•", "line": "solid"},
+    "running": {"mark": "▶", "line": "solid"},
+    "batched": {"mark": "≡", "line": "dotted"},
+    "waiting": {"mark": "…", "line": "dotted"},
+    "done": {"mark": "✓", "line": "solid"},
+    "cached": {"mark": "↺", "line": "double"},
+    "failed": {"mark": "✗", "line": "solid"},
+    "skipped": {"mark": "⊘", "line": "dashed"},
+    "cancelled": {"mark": "■", "line": "dashed"},
+    "unsaved": {"mark": "!", "line": "dotted"},
+}
 _DEFAULT_SHAPE = "box"
 _CRITICAL = {"color": "#1e3a8a", "penwidth": "2.2"}
+TEXT_ROWS = 60  # tasks listed one per line in the text view; bigger plans are summarised
+SVG_TASKS = 120  # biggest plan drawn as a static SVG beside the widget
 _INSTALL_DOT = (
     "graphviz's `dot` program is not installed: apt-get install graphviz, "
     "conda install -c conda-forge graphviz, or brew install graphviz"
 )
+
+
+def widget_look() -> dict[str, object]:
+    """How the widget draws statuses, kinds and the critical path, as data for its JavaScript.
+
+    Each status has one hue (the outline; the fill is that hue mixed into the theme's
+    background, so it reads on light and dark themes), a mark and a line style.
+    """
+    return {
+        "statuses": {
+            name: {"color": STATUS_STYLE[name]["color"], **STATUS_MARK[name]}
+            for name in STATUS_STYLE
+        },
+        "kinds": dict(KIND_SHAPE),
+        "default_shape": _DEFAULT_SHAPE,
+        "stale": STALE_COLOR,
+        "critical": _CRITICAL["color"],
+    }
 
 
 def format_minutes(minutes: float | None) -> str:
@@ -230,14 +267,14 @@ def render_svg(graph: TaskGraph, statuses: Mapping[str, str] | None = None, **kw
 
 def graph_text(graph: TaskGraph, statuses: Mapping[str, str] | None = None) -> str:
     """A deterministic plain-text view: one line per task, then the critical path."""
-    edges = len(graph.edges)
+    edges = sum(len(t.dependencies) for t in graph.tasks.values())  # no list of pairs
     lines = [f"TaskGraph: {len(graph)} task{'s' * (len(graph) != 1)}, "
              f"{edges} dependenc{'ies' if edges != 1 else 'y'}"]  # fmt: skip
     if graph.goal:
         lines.append(f"goal: {shorten(graph.goal, 100)}")
     rows = []
-    for tid, task in graph.tasks.items():
-        deps = f"← {', '.join(task.dependencies)}" if task.dependencies else ""
+    for tid, task in itertools.islice(graph.tasks.items(), TEXT_ROWS):
+        deps = shorten(f"← {', '.join(task.dependencies)}", 60) if task.dependencies else ""
         status = f"[{statuses[tid]}]" if statuses and tid in statuses else ""
         minutes = format_minutes(task.estimated_time)
         rows.append((tid, shorten(task.name, 40), deps, minutes, status))
@@ -245,20 +282,29 @@ def graph_text(graph: TaskGraph, statuses: Mapping[str, str] | None = None) -> s
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
         lines.append(("  " + "  ".join(cells)).rstrip())
+    if len(graph) > TEXT_ROWS:
+        lines.append(f"  … and {len(graph) - TEXT_ROWS:,} more tasks")
     if len(graph) > 1:
         path = graph.critical_path()
         timed = any(t.estimated_time is not None for t in graph.tasks.values())
         length = f" ({format_minutes(path.length) or '0 min'})" if timed else ""
-        lines.append(f"critical path: {' → '.join(path.ids)}{length}")
+        ids = path.ids if len(path.ids) <= 12 else (*path.ids[:5], "…", *path.ids[-5:])
+        lines.append(f"critical path: {' → '.join(ids)}{length}")
     return "\n".join(lines)
 
 
 def graph_mimebundle(
-    graph: TaskGraph, statuses: Mapping[str, str] | None = None, **kwargs: Any
+    graph: TaskGraph,
+    statuses: Mapping[str, str] | None = None,
+    *,
+    text: str | None = None,
+    **kwargs: Any,
 ) -> dict[str, str]:
-    """SVG and text for Jupyter; text only when ``dot`` is missing (never an error)."""
-    bundle = {"text/plain": graph_text(graph, statuses)}
-    if dot_available():
+    """SVG and text for Jupyter; text only when ``dot`` is missing (never an error) and for
+    plans over ``SVG_TASKS`` tasks (laying those out takes seconds and their SVG megabytes).
+    ``text``: the text/plain to use instead of ``graph_text`` (a caller that has its own)."""
+    bundle = {"text/plain": graph_text(graph, statuses) if text is None else text}
+    if len(graph) <= SVG_TASKS and dot_available():
         with contextlib.suppress(ConfigError):
             bundle["image/svg+xml"] = render_svg(graph, statuses, **kwargs)
     return bundle

@@ -50,3 +50,10 @@ def printable(text: object, *, one_line: bool = False) -> str:
 def terminal_safe(text: str) -> str:
     """Like ``printable`` but keeps carriage returns (for a stream a progress bar writes to)."""
     return _CONTROL_BUT_CR.sub(_visible, text)
+
+
+def error_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line for display (``_errors.one_line``), cut to ``limit``."""
+    from ._errors import one_line
+
+    return shorten(one_line(exc), limit)

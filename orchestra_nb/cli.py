@@ -820,6 +820,10 @@ _CLI_HINTS: list[tuple[re.Pattern[str], str]] = [
         re.compile(r"register (them|functions|[\w, ]+?) with @orchestra_nb\.task_function"),
         r"load the file that defines \1 with --functions FILE.py",
     ),
+    (
+        re.compile(r"import the module that registers them first"),
+        "load the file that defines them with --functions FILE.py",
+    ),
 ]
 
 

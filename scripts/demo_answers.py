@@ -79,6 +79,35 @@ functions you listed; the analysis steps are for the language model.
 ]}
 ```"""
 
+# The same goal planned when no Python functions are registered (the README's notebook
+# example, which imports nothing): every step is the model's, the report assembles them.
+MARKET_PLAN_LLM_ONLY = """Here is a plan. The three analysis steps can run in parallel; the \
+summary and the report come last.
+
+```json
+{"subtasks": [
+  {"id": "task_1", "name": "Market sizing",
+   "description": "Estimate the market size and growth to 2030 by region, with the main drivers.",
+   "dependencies": [], "estimated_time": "15 minutes"},
+  {"id": "task_2", "name": "Competitive landscape",
+   "description": "Compare the main developers on energy density, cost, capacity and partnerships.",
+   "dependencies": [], "estimated_time": "20 minutes"},
+  {"id": "task_3", "name": "Technology and cost outlook",
+   "description": "Summarise where oxide, sulfide and polymer electrolytes stand and the path to cost parity.",
+   "dependencies": [], "estimated_time": "15-20 minutes"},
+  {"id": "task_4", "name": "Risks and opportunities",
+   "description": "Identify the main risks and opportunities for EV makers.",
+   "dependencies": ["task_1", "task_2", "task_3"], "estimated_time": "10 minutes"},
+  {"id": "task_5", "name": "Executive summary",
+   "description": "Write a half-page executive summary with three recommendations.",
+   "dependencies": ["task_1", "task_2", "task_3", "task_4"], "estimated_time": "10 minutes"},
+  {"id": "task_6", "name": "Solid-state batteries for EV makers", "kind": "report",
+   "description": "Market report (illustrative figures). Summary first, then each section.",
+   "dependencies": ["Executive summary", "task_1", "task_2", "task_3", "task_4"],
+   "estimated_time": "5 minutes"},
+]}
+```"""
+
 STEPS: dict[str, str] = {
     "How heat pumps work": """\
 A heat pump moves heat instead of making it. An **air-source** unit pulls warmth from outdoor \
@@ -183,11 +212,12 @@ CATL on cost and capacity; Europe is the fastest-growing market.
 }
 
 
-def plan_for(goal: str) -> str:
+def plan_for(goal: str, *, with_functions: bool = True) -> str:
+    """The demo plan for a goal; ``with_functions``: the prompt offered Python functions."""
     if goal.startswith(QUICKSTART_GOAL):
         return QUICKSTART_PLAN
     if goal.startswith(MARKET_GOAL):
-        return MARKET_PLAN
+        return MARKET_PLAN if with_functions else MARKET_PLAN_LLM_ONLY
     raise KeyError(f"no demo plan for the goal {goal!r}")
 
 
@@ -195,7 +225,8 @@ def answer(messages: list[dict[str, str]], *, planning: bool) -> str:
     """The demo answer to a chat request (planning, or one step of a plan)."""
     user = messages[-1]["content"]
     if planning:
-        return plan_for(user.split("\n")[0].strip())
+        offered = "Python functions" in messages[0]["content"]
+        return plan_for(user.split("\n")[0].strip(), with_functions=offered)
     match = re.search(r"^## Step: (.+)$", user, re.MULTILINE)
     if match is None:
         raise KeyError(f"not a demo prompt: {user[:80]!r}")
@@ -212,5 +243,5 @@ def answer(messages: list[dict[str, str]], *, planning: bool) -> str:
 if __name__ == "__main__":  # check that both plans parse
     from orchestra_nb import TaskGraph
 
-    for plan in (QUICKSTART_PLAN, MARKET_PLAN):
+    for plan in (QUICKSTART_PLAN, MARKET_PLAN, MARKET_PLAN_LLM_ONLY):
         print(json.dumps(TaskGraph.from_plan(plan).to_plan())[:100])

@@ -5,6 +5,8 @@
 2. Execute each notebook that talks to an LLM in record mode
    (``ORCHESTRA_DEMO_LLM=record:recordings/<name>.json``): the real ``openai``
    client asks the loopback server, and every answer is written to the file.
+   Then the README's notebook example, which registers no Python functions (so
+   its planning prompt differs), is recorded into the market-research file too.
 3. Execute every notebook offline (replay, as ``make test`` and a reader do)
    and save the outputs in place; the notebooks that need Redis get a private
    ``redis-server`` through ``REDIS_URL``, as under ``make test``.
@@ -35,12 +37,30 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
+# The README's example ("In a notebook"): nothing imported, so no Python functions.
+README_CELLS = [
+    "%load_ext orchestra_nb",
+    '%%orchestrate --name report --llm "record:recordings/market_research.json"'
+    " --store memory:// --run --wait\n"
+    "Write a market research report on solid-state batteries for EV makers",
+    'assert report.run.state == "finished", report.status',
+]
+
+
 def execute(name: str, env: dict[str, str]) -> None:
     import nbformat
-    from nbclient import NotebookClient
 
     path = NOTEBOOKS / name
     nb = nbformat.read(path, as_version=4)
+    run_notebook(nb, env)
+    nbformat.write(nb, path)
+    print(f"executed {name}")
+
+
+def run_notebook(nb: object, env: dict[str, str]) -> None:
+    """Execute ``nb`` in place in a fresh kernel in notebooks/, with ``env`` set."""
+    from nbclient import NotebookClient
+
     saved = dict(os.environ)
     for key, value in env.items():
         if value:
@@ -55,8 +75,6 @@ def execute(name: str, env: dict[str, str]) -> None:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    nbformat.write(nb, path)
-    print(f"executed {name}")
 
 
 def mark_as_examples(path: Path) -> None:
@@ -90,18 +108,21 @@ def main() -> None:
             return Reply(content=answer(request["messages"], planning=planning))
 
         with LLMServer(respond) as server:
+            recording_env = {
+                "OPENAI_BASE_URL": server.url,
+                "OPENAI_API_KEY": "demo",
+                "ORCHESTRA_MODEL": "demo-answers",
+            }
             for name, recording in RECORDED.items():
                 (NOTEBOOKS / recording).unlink(missing_ok=True)
-                execute(
-                    name,
-                    {
-                        "ORCHESTRA_DEMO_LLM": f"record:{recording}",
-                        "OPENAI_BASE_URL": server.url,
-                        "OPENAI_API_KEY": "demo",
-                        "ORCHESTRA_MODEL": "demo-answers",
-                    },
-                )
+                execute(name, {**recording_env, "ORCHESTRA_DEMO_LLM": f"record:{recording}"})
                 mark_as_examples(NOTEBOOKS / recording)
+            import nbformat
+
+            readme = nbformat.v4.new_notebook()
+            readme.cells = [nbformat.v4.new_code_cell(source) for source in README_CELLS]
+            run_notebook(readme, recording_env)
+            print("recorded the README's notebook example")
     redis = RedisServer().start()
     try:
         for name in sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")):

@@ -266,10 +266,10 @@ BAD_INPUTS = [
     ),
     (["run", "llm.json", "--llm", "bogus:x"], "unknown LLM spec 'bogus:x'"),
     (
-        ["run", "--goal", GOAL, "--llm", f"replay:{RECORDING}"],
-        "no recorded plan for this goal with the Python functions registered now (none): the "
-        f"recording {RECORDING} planned it with competitor_chart, load_market_data, "
-        "market_size_chart registered; load the file that defines them with --functions FILE.py",
+        ["run", "--goal", GOAL, "--llm", f"replay:{RECORDING}", "--functions", "other.py"],
+        f"no recorded answer for {GOAL!r} in {RECORDING}: it was recorded with the functions "
+        "competitor_chart, load_market_data, market_size_chart offered (now: tally): load the "
+        "file that defines them with --functions FILE.py",
     ),
     (["run", "report.json", "--functions", "missing.py"], "--functions missing.py: no such file"),
     (["run", "report.json", "--functions", "."], "--functions .: is a directory, not a file"),
@@ -321,6 +321,11 @@ def bad_input_dir(tmp_path_factory) -> Path:
     for name, text in PLANS.items():
         (folder / name).write_text(text)
     (folder / "binary.json").write_bytes(b'{"subtasks": "\xff\xfe\x00"}')
+    # functions the market-research recording was not made with
+    (folder / "other.py").write_text(
+        "import orchestra_nb as onb\n\n\n@onb.task_function\ndef tally(inputs):\n"
+        '    """Count the inputs."""\n    return len(inputs)\n'
+    )
     # a real store holding no runs
     made = cli("run", "report.json", "--store", "sqlite:///runs.db", cwd=folder)
     assert made.returncode == 0, made.stderr

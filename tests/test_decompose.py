@@ -232,11 +232,11 @@ async def test_a_replay_recorded_with_other_functions_says_so(tmp_path):
     with pytest.raises(ReplayMissError) as none_now:
         await decompose("Write a report", llm=ReplayLLM(path))
     assert str(none_now.value) == (
-        "no recorded plan for this goal with the Python functions registered now (none): the "
-        f"recording {path} planned it with chart, load_data registered; register them with "
-        "@orchestra_nb.task_function"
+        f"no recorded answer for 'Write a report' in {path}: it was recorded with the "
+        "functions chart, load_data offered (now: none): import the module that registers "
+        "them first"
     )
-    with pytest.raises(ReplayMissError, match=r"register load_data with @orchestra_nb"):
+    with pytest.raises(ReplayMissError, match=r"chart, load_data offered \(now: chart\)"):
         await decompose("Write a report", llm=ReplayLLM(path), functions={"chart": "Draw it."})
     with pytest.raises(ReplayMissError, match=r"^no recorded answer for the prompt 'Other goal'"):
         await decompose("Other goal", llm=ReplayLLM(path), functions=functions)

@@ -41,3 +41,9 @@ def test_text_helpers():
 
     assert first_line(documented) == "Make a chart."
     assert first_line(lambda: None) == ""
+
+
+def test_every_status_has_a_mark_the_widget_draws():
+    from orchestra_nb._render import STATUS_MARK
+
+    assert set(STATUS_MARK) == set(STATUSES)

@@ -67,6 +67,36 @@ async def test_missing_recording_names_the_prompt(tmp_path):
     assert "\n" not in message
 
 
+async def test_a_miss_names_the_functions_the_recording_was_made_with(tmp_path):
+    # a planning prompt lists the Python functions on offer; recorded with some, asked
+    # with none (the module that registers them was not imported): the miss says so
+    from orchestra_nb._decompose import planning_messages
+
+    path = tmp_path / "rec.json"
+    offered = {"load_data": "Load the tables.", "draw_chart": "Draw a chart."}
+    recorder = ReplayLLM(path, record=ScriptedLLM(["plan"]))
+    await recorder.complete(planning_messages("Write a report", functions=offered), schema={})
+    with pytest.raises(ReplayMissError) as info:
+        await ReplayLLM(path).complete(planning_messages("Write a report"), schema={})
+    message = str(info.value)
+    assert "recorded with the functions draw_chart, load_data offered (now: none)" in message
+    assert "import the module that registers them" in message
+    assert "\n" not in message
+    with pytest.raises(ReplayMissError) as info:  # another goal: nothing to explain
+        await ReplayLLM(path).complete(planning_messages("Write a poem"), schema={})
+    assert "functions" not in str(info.value)
+
+
+async def test_a_miss_under_other_instructions_says_so(tmp_path):
+    path = tmp_path / "rec.json"
+    await ReplayLLM(path, record=ScriptedLLM(["ok"])).complete(MESSAGES)
+    other = [{"role": "system", "content": "You plan work briefly."}, MESSAGES[1]]
+    with pytest.raises(
+        ReplayMissError, match=r"recorded with other instructions \(2 lines.*record:"
+    ):
+        await ReplayLLM(path).complete(other)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ReplayMissError, match="no recording file at"):
         ReplayLLM(tmp_path / "nope.json")

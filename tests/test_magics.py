@@ -130,6 +130,8 @@ def test_variables_are_filled_from_the_notebook(ip):
         ip, "%%orchestrate --name t_r --wait --store memory://\nA report on {t_topic} {{not a var}}"
     )
     assert ip.user_ns["t_r"].goal == "A report on solid-state batteries {not a var}"
+    # --wait waits for the drawing too: a notebook saved now holds the positions
+    assert ip.user_ns["t_r"].widget.layout["state"] == "ready"
     message = usage_error(ip, "%%orchestrate --name t_r\nA report on {t_missing}")
     assert message == "the cell uses {t_missing} but no variable 't_missing' exists"
 
@@ -316,3 +318,63 @@ def test_budget_flag_setting_and_the_estimate_before_run(ip, capsys):
     assert usage_error(ip, "%orchestrate --from t_plan --store memory://").startswith(
         "Orchestra.budget: bad budget 'lots'"
     )
+
+
+def test_no_cache_with_run_plans_and_runs(ip):
+    cell(ip, "%%orchestrate --name t_nc --run --no-cache --store memory://\nWrite a report")
+    cell(ip, "t_nc_run = await t_nc")
+    run = ip.user_ns["t_nc_run"]
+    assert run.state == "finished"
+    assert set(run.status.values()) == {"done"}
+    assert ip.user_ns["t_nc"].widget.message["level"] == "info"
+
+
+def test_max_workers_zero_is_refused_not_replaced(ip):
+    message = usage_error(ip, "%%orchestrate --max-workers 0 --store memory://\ngoal")
+    assert message == "--max-workers must be at least 1, not 0"
+
+
+def test_an_error_in_background_planning_is_shown_and_logged(ip, caplog, monkeypatch):
+    import logging
+
+    from orchestra_nb.jupyter import _session
+
+    def broken_start(self, *, refresh=False):
+        raise RuntimeError("engine exploded")
+
+    monkeypatch.setattr(_session.Orchestration, "start", broken_start)
+    with caplog.at_level(logging.ERROR, logger="orchestra_nb"):
+        cell(ip, "%%orchestrate --name t_boom --run --store memory://\nWrite a report")
+        with pytest.raises(RuntimeError):
+            cell(ip, "await t_boom")
+    widget = ip.user_ns["t_boom"].widget
+    assert widget.message["level"] == "error"
+    assert widget.message["text"] == "planning failed: RuntimeError: engine exploded"
+    assert "engine exploded" in caplog.text
+
+
+def test_show_after_a_restart_reads_the_store(ip, tmp_path):
+    store = f"sqlite:///{tmp_path}/show.db"
+    ip.user_ns["t_plan"] = PLAN
+    cell(ip, f"%orchestrate --from t_plan --name t_shown --run --wait --store {store}")
+    run_id = ip.user_ns["t_shown"].run.id
+    assert run_id.startswith("t_shown-")
+    # a restarted kernel knows nothing of t_shown
+    magics = next(c for c in ip.configurables if type(c).__name__ == "Orchestra")
+    magics.orchestrations.clear()
+    del ip.user_ns["t_shown"]
+    ip.run_line_magic("orchestra", f"show t_shown --store {store}")
+    shown = ip.user_ns["t_shown"]
+    assert shown.graph.to_plan() == TaskGraph.from_plan(PLAN).to_plan()
+    assert {shown.widget.statuses[t] for t in ("task_1", "task_2", "task_3")} == {"done"}
+    assert run_id in shown.widget.message["text"]
+    with pytest.raises(UsageError, match="no orchestration named 't_never'"):
+        ip.run_line_magic("orchestra", f"show t_never --store {store}")
+
+
+def test_resume_of_an_unknown_run_is_a_one_line_error(ip, tmp_path):
+    store = f"sqlite:///{tmp_path}/none.db"
+    with pytest.raises(UsageError) as caught:
+        ip.run_line_magic("orchestra", f"resume no-such-run --store {store}")
+    assert str(caught.value).startswith("no run 'no-such-run' in the store")
+    assert "resumed_no_such_run" not in ip.user_ns

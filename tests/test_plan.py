@@ -275,6 +275,32 @@ def test_critical_path_is_at_least_every_path(g):
 
 
 @settings(max_examples=150, deadline=None)
+@given(dags())
+def test_topological_order_is_networkx_lexicographical_one_in_plan_order(g):
+    import networkx as nx
+
+    place = {tid: i for i, tid in enumerate(g.tasks)}
+    expected = list(nx.lexicographical_topological_sort(g.nx_graph, key=place.__getitem__))
+    assert g.topological_order() == expected
+
+
+def test_derived_orders_and_critical_path_follow_edits():
+    g = TaskGraph.from_plan(
+        [{"id": "a", "estimated_time": 5}, {"id": "b", "dependencies": ["a"], "estimated_time": 1},
+         {"id": "c", "dependencies": ["a"], "estimated_time": 2}]
+    )  # fmt: skip
+    assert g.critical_path().ids == ("a", "c")
+    assert g.topological_order() == ["a", "b", "c"]
+    copy = g.copy()  # shares what is derived until one side edits
+    g.update_task("b", estimated_time=10)
+    g.add_dependency("b", "c")
+    assert g.critical_path().ids == ("a", "c", "b")
+    assert g.topological_order() == ["a", "c", "b"]
+    assert copy.critical_path().ids == ("a", "c")
+    assert copy.topological_order() == ["a", "b", "c"]
+
+
+@settings(max_examples=150, deadline=None)
 @given(dags(), st.data())
 def test_an_edit_that_would_make_a_cycle_changes_nothing(g, data):
     order = g.topological_order()

@@ -159,7 +159,11 @@ def test_the_from_python_snippet_runs_in_a_notebook_as_the_readme_says(tmp_path,
 
 
 def test_the_notebook_snippet_runs_in_a_kernel(tmp_path, model):
-    (tmp_path / "notebooks").symlink_to(ROOT / "notebooks")  # "in the repository's folder"
+    # a fresh clone's recording at the path the snippet names, and nothing else: the
+    # snippet imports none of the demo's code
+    recording = tmp_path / "notebooks" / "recordings" / "market_research.json"
+    recording.parent.mkdir(parents=True)
+    recording.write_bytes((ROOT / "notebooks" / "recordings" / "market_research.json").read_bytes())
     env = _env(model)
     del env["OPENAI_BASE_URL"], env["OPENAI_API_KEY"]  # offline: the replay answers
     outputs = _execute(
@@ -168,11 +172,13 @@ def test_the_notebook_snippet_runs_in_a_kernel(tmp_path, model):
             CELL_MAGIC,
             "print(research.run.state, len(research.run.results))",
             "print(research.report.splitlines()[0])",
+            "import sys; print('market_research' in sys.modules)",
         ],
         tmp_path,
         env,
     )
-    assert outputs[2] == "finished 9\n", outputs
+    assert outputs[2] == "finished 6\n", outputs  # the plan made without Python functions
+    assert outputs[4] == "False\n"
     assert outputs[3] == "# Solid-state batteries for EV makers\n"  # the final report's title
 
 

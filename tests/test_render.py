@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from orchestra_nb import ConfigError, Task, TaskGraph
-from orchestra_nb._render import graph_mimebundle, graph_text, render_svg, to_graphviz
+from orchestra_nb._render import STATUS_STYLE, graph_mimebundle, graph_text, render_svg, to_graphviz
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -160,7 +160,8 @@ def test_legend_explains_colours_shapes_and_the_critical_path():
     # the usual statuses always, and every status the plan shows
     assert words == ["pending", "running", "done", "cached", "failed"]
     fills = {el.get("fill") for el in legend.iter() if el.get("fill")}
-    assert {"#dcfce7", "#ccfbf1", "#fee2e2"} <= fills  # the nodes' own colours
+    own = {STATUS_STYLE[s]["fillcolor"] for s in ("done", "cached", "failed")}
+    assert own <= fills  # the nodes' own colours
     # the plan's tasks are the same nodes, and nothing in the legend is taken for a task
     assert set(nodes(svg)) == set(nodes(plain)) == {"a", "b", "c", "d"}
     tasks = [g for g in root.iter(f"{SVG}g") if "task" in (g.get("class") or "").split()]

@@ -1,7 +1,9 @@
 """The Jupyter layer: ``%load_ext orchestra_nb`` registers ``%%orchestrate`` and ``%orchestra``.
 
-Nothing here is imported by ``import orchestra_nb``; IPython and anywidget load
-only when the extension is loaded or a widget is made.
+Nothing here is imported by ``import orchestra_nb``; IPython, anywidget, networkx and
+graphviz load when the extension is loaded: importing them takes a quarter of a second, which
+``%load_ext`` may take, but the cell that first shows a plan should not (it holds the
+kernel's loop while it runs).
 """
 
 from __future__ import annotations
@@ -33,7 +35,17 @@ def load_ipython_extension(ipython: Any) -> None:
             f"orchestra_nb's notebook side needs {', '.join(missing)}: "
             "pip install 'orchestra-nb[jupyter]'"
         )
+    import contextlib
+
+    import networkx  # noqa: F401  (every TaskGraph is one)
+
+    with contextlib.suppress(ImportError):
+        import graphviz  # noqa: F401  (the static drawing beside a small plan's widget)
+
     from ._magics import Orchestra
+    from ._widget import start_threads  # imports anywidget and ipywidgets
+
+    start_threads()
 
     magics = Orchestra(shell=ipython)
     ipython.register_magics(magics)

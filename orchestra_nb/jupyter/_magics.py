@@ -14,6 +14,7 @@ Orchestra.model = "gpt-4o-mini"`` works like any IPython setting.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import keyword
 import re
 import shlex
@@ -166,10 +167,8 @@ class Orchestra(Magics, Configurable):
                 if args.run:
                     orchestration.start(refresh=refresh)
             else:
-                if refresh:
-                    orchestration.options["refresh"] = True
                 max_tasks = args.max_tasks or self.max_tasks
-                orchestration.plan(body, max_tasks=max_tasks, then_run=args.run)
+                orchestration.plan(body, max_tasks=max_tasks, then_run=args.run, refresh=refresh)
 
         try:
             call_on_loop(begin)  # in a kernel the loop is running already; in a terminal, not
@@ -203,7 +202,10 @@ class Orchestra(Magics, Configurable):
             raise UsageError(f"--from {variable}: no variable {variable!r} in the notebook")
         value = self.shell.user_ns[variable]
         try:
-            graph = TaskGraph.from_plan(value, goal=None)
+            if isinstance(value, TaskGraph):
+                graph = TaskGraph.from_plan(value, goal=None)  # a copy: cheap
+            else:  # reading a big plan is CPU work: in a thread, the kernel's loop turning
+                graph = wait(asyncio.to_thread(TaskGraph.from_plan, value, goal=None))
         except OrchestraError as exc:
             raise UsageError(f"--from {variable}: {exc}") from None
         if goal and not graph.goal:
@@ -245,7 +247,7 @@ class Orchestra(Magics, Configurable):
 
     def _options(self, args: argparse.Namespace) -> dict[str, Any]:
         options: dict[str, Any] = {
-            "max_workers": args.max_workers or self.max_workers,
+            "max_workers": self.max_workers if args.max_workers is None else args.max_workers,
             "mode": args.mode or self.mode,
             "retries": self.retries,
         }
@@ -316,14 +318,38 @@ class Orchestra(Magics, Configurable):
 
         orch = self.orchestrations.get(args.name) or self.shell.user_ns.get(args.name)
         if not isinstance(orch, Orchestration):
-            raise UsageError(f"no orchestration named {args.name!r}")
+            orch = self._from_store(args.name, args.store)
         display(orch)
+
+    def _from_store(self, name: str, store_url: str | None) -> Orchestration:
+        """After a kernel restart: the latest run of ``name`` (or the run with that id) as
+        the store recorded it, shown again (not live)."""
+        if not name.isidentifier() and not name.replace("-", "").isalnum():
+            raise UsageError(f"no orchestration named {name!r}")
+        store = self._store(store_url)
+        record = wait(_latest_record(store, name))
+        if record is None:
+            raise UsageError(
+                f"no orchestration named {name!r} in this kernel, and no run of it in the "
+                f"store ({_redacted(store)}): %orchestra runs lists what the store has"
+            )
+        label = name if name.isidentifier() else f"run_{name.replace('-', '_')}"
+        orchestration = Orchestration(label, store=store, options={})
+        orchestration.show_record(record)
+        self.orchestrations[label] = orchestration
+        self.shell.user_ns[label] = orchestration
+        return orchestration
 
     def _cmd_resume(self, args: argparse.Namespace) -> None:
         name = args.name or f"resumed_{args.run_id.replace('-', '_')}"
         if not name.isidentifier():
             raise UsageError(f"--name must be a Python name, not {name!r}")
         store = self._store(args.store)
+        if wait(_load_record(store, args.run_id)) is None:
+            raise UsageError(
+                f"no run {args.run_id!r} in the store {_redacted(store)}: "
+                "%orchestra runs lists the runs it has"
+            )
         llm = None
         try:
             from ..llm import llm_from_spec
@@ -368,6 +394,40 @@ class Orchestra(Magics, Configurable):
         print(f"budget       {self.budget or '(none)'}")
 
 
+async def _load_record(store_url: str | None, run_id: str) -> Any:
+    from ..store import open_store
+
+    store = open_store(store_url)
+    try:
+        return await store.load_run(run_id)
+    finally:
+        await store.close()
+
+
+async def _latest_record(store_url: str | None, name: str) -> Any:
+    """The run with id ``name``, else the newest run an orchestration ``name`` started."""
+    from ..store import open_store
+
+    store = open_store(store_url)
+    try:
+        record = await store.load_run(name)
+        if record is not None:
+            return record
+        for entry in await store.list_runs(limit=500):
+            if str(entry.get("run_id", "")).startswith(f"{name}-"):
+                return await store.load_run(entry["run_id"])
+        return None
+    finally:
+        await store.close()
+
+
+def _redacted(store_url: str | None) -> str:
+    from ..store import redact
+    from ..store._url import default_url
+
+    return redact(store_url or default_url())
+
+
 def _split(line: str) -> list[str]:
     """Shell-like words: quotes group and are removed (``--llm "replay:a b.json?latency=1"``)."""
     try:
@@ -389,8 +449,11 @@ def _orchestra_parser() -> MagicArgumentParser:
     runs = sub.add_parser("runs", help="run history from the store")
     runs.add_argument("--store")
     runs.add_argument("--limit", type=int, default=20)
-    show = sub.add_parser("show", help="display an orchestration and its widget")
+    show = sub.add_parser(
+        "show", help="display an orchestration (after a restart: its latest run in the store)"
+    )
     show.add_argument("name")
+    show.add_argument("--store")
     resume = sub.add_parser("resume", help="continue a run recorded in the store")
     resume.add_argument("run_id")
     resume.add_argument("--name")

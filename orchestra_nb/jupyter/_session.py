@@ -10,11 +10,14 @@ nested-loop helper).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._errors import OrchestraError, PlanError, RunError
 from .._text import shorten
+
+log = logging.getLogger("orchestra_nb")
 
 if TYPE_CHECKING:
     from .._estimate import Estimate
@@ -47,7 +50,7 @@ class Orchestration:
         self.runs: list[Run] = []
         self.widget: DagWidget = DagWidget(controller=self, title=name)
         self._planning: asyncio.Task[Any] | None = None
-        self._error: OrchestraError | None = None
+        self._error: Exception | None = None
 
     # --- state ----------------------------------------------------------------------------
 
@@ -85,8 +88,11 @@ class Orchestration:
         self.widget.set_graph(graph)
         self._error = None
 
-    def plan(self, goal: str, *, max_tasks: int = 12, then_run: bool = False) -> None:
-        """Ask the LLM for a plan in the background; the widget shows it when it arrives."""
+    def plan(
+        self, goal: str, *, max_tasks: int = 12, then_run: bool = False, refresh: bool = False
+    ) -> None:
+        """Ask the LLM for a plan in the background; the widget shows it when it arrives
+        (and, with ``then_run``, runs it; ``refresh`` recomputes every task)."""
         from .._actions import registered_functions
         from .._decompose import decompose
 
@@ -102,13 +108,12 @@ class Orchestration:
                 graph = await decompose(
                     goal, llm=self.llm, max_tasks=max_tasks, functions=functions or None
                 )
-            except OrchestraError as exc:
-                self._error = exc
-                self.widget.show_error(str(exc))
+                self.set_graph(graph)
+                if then_run:
+                    self.start(refresh=refresh)
+            except Exception as exc:
+                self._background_failed("planning", exc)
                 raise
-            self.set_graph(graph)
-            if then_run:
-                self.start()
             return graph
 
         self._planning = asyncio.get_running_loop().create_task(planning())
@@ -121,7 +126,7 @@ class Orchestration:
     ) -> Run:
         """Run the current plan; what is cached comes from the store. ``only``: just these
         tasks and their descendants (see ``orchestra_nb.start``)."""
-        from ..engine import start
+        from ..engine import new_run_id, start
 
         if self.graph is None:
             raise PlanError("there is no plan yet" + (" (still planning)" if self.planning else ""))
@@ -134,6 +139,8 @@ class Orchestration:
             refresh=refresh,
             only=only,
             progress=False,
+            # the name leads the id, so `%orchestra show NAME` finds it after a restart
+            run_id=f"{self.name}-{new_run_id()}",
             **self.options,
         )
         self._attach(run)
@@ -171,16 +178,42 @@ class Orchestration:
                 run = await start_resume(
                     run_id, store=self.store, llm=self.llm, progress=False, **self.options
                 )
-            except OrchestraError as exc:
-                self._error = exc
-                self.widget.show_error(str(exc))
+                self.set_graph(run.graph)
+                self._attach(run)
+            except Exception as exc:
+                self._background_failed("resuming", exc)
                 raise
-            self.set_graph(run.graph)
-            self._attach(run)
             return run
 
         self._planning = asyncio.get_running_loop().create_task(resuming())
         self._planning.add_done_callback(_retrieve)
+
+    def show_record(self, record: Any) -> None:
+        """Show a run recorded in the store (its plan and how each task ended), not live."""
+        from .._plan import TaskGraph
+
+        graph = TaskGraph.from_plan(record.header["graph"])
+        self.set_graph(graph)
+        statuses = {
+            tid: str(entry.get("status") or "pending")
+            for tid, entry in record.tasks.items()
+            if tid in graph
+        }
+        state = record.header.get("state", "?")
+        self.widget.show_statuses(
+            statuses,
+            note=f"run {record.run_id} ({state}), read from the store: "
+            f"`%orchestra resume {record.run_id}` continues it, Run starts a new run",
+        )
+
+    def _background_failed(self, what: str, exc: Exception) -> None:
+        """An error in planning or resuming: shown in the widget, logged, kept for ``await``."""
+        from .._text import error_line
+
+        self._error = exc
+        if not isinstance(exc, OrchestraError):
+            log.error("%s %r failed", what, self.name, exc_info=exc)
+        self.widget.show_error(f"{what} failed: {error_line(exc)}")
 
     def _attach(self, run: Run) -> None:
         self.runs.append(run)
@@ -196,14 +229,14 @@ class Orchestration:
             self.widget.show_error(str(exc))
             return None
 
-    def cancel_run(self, task_id: str | None = None) -> None:
-        if self.run is not None and not self.run.done:
-            self.run.cancel(task_id)
-
     def retry_failed(self, task_ids: Iterable[str] | None = None) -> Run | None:
         """Run again: the given tasks (default: every failed, skipped and cancelled one)
         and their descendants execute; the rest comes from the store."""
         return self.start_run(only=list(task_ids) if task_ids is not None else None)
+
+    def cancel_run(self, task_id: str | None = None) -> None:
+        if self.run is not None and not self.run.done:
+            self.run.cancel(task_id)
 
     def graph_edited(self, change: dict[str, Any]) -> None:
         self.widget.set_stale(self.stale_ids())
@@ -241,12 +274,17 @@ class Orchestration:
         return self.wait().__await__()
 
     async def wait(self) -> Run | TaskGraph | None:
-        """Wait for planning and then for the latest run; return the run (or the plan)."""
+        """Wait for planning and then for the latest run; return the run (or the plan).
+
+        The widget's drawing is waited for too, so a cell that waits (``--wait``,
+        ``await report``) ends with the plan drawn: what a notebook saves at that
+        point (nbconvert, papermill) holds the positions, not a pending layout.
+        """
         if self._planning is not None:
             await asyncio.shield(self._planning)
-        if self.run is not None:
-            return await self.run
-        return self.graph
+        result = await self.run if self.run is not None else self.graph
+        await self.widget.laid_out()
+        return result
 
     def __repr__(self) -> str:
         return self._text()
@@ -273,15 +311,19 @@ class Orchestration:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         from .._render import graph_mimebundle
+        from ._nested import wait
 
-        bundle: dict[str, Any] = {}
+        text = self._text()
+        bundle: dict[str, Any] = {"text/plain": text}
         if self.graph is not None:
-            bundle.update(graph_mimebundle(self.graph, self.status or None))
+            # the static drawing beside the widget (for viewers without widgets) runs `dot`:
+            # in a thread, the kernel's loop turning meanwhile
+            graph, statuses = self.graph.copy(), self.status or None
+            bundle.update(wait(asyncio.to_thread(graph_mimebundle, graph, statuses, text=text)))
         widget_view = self.widget._repr_mimebundle_()
         if isinstance(widget_view, tuple):
             widget_view = widget_view[0]
         bundle.update({k: v for k, v in (widget_view or {}).items() if k != "text/plain"})
-        bundle["text/plain"] = self._text()
         return bundle
 
 

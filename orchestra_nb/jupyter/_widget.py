@@ -1,22 +1,33 @@
-"""The DAG widget: the plan drawn by graphviz, live status, editing, and an inspector.
+"""The DAG widget: the plan laid out by graphviz, live status, editing, and an inspector.
 
 The widget is an observer of a run's events and an editor of a ``TaskGraph``;
 it never drives the scheduler. Buttons call a *controller* (the session that
-owns the graph and its runs). Edits from the front end arrive as a synced
-``edit`` request — exactly what the JavaScript sets and what tests set from
-Python — and go through ``TaskGraph``'s validated editing API: a refused edit
-(a cycle, say) shows its one-line reason in the widget and changes nothing.
+owns the graph and its runs). Requests from the front end arrive as a synced
+``edit`` — exactly what the JavaScript sets and what tests set from Python —
+and go through ``TaskGraph``'s validated editing API: a refused edit (a cycle,
+say) shows its one-line reason in the widget and changes nothing. Any other
+exception in a request or in a run the widget follows is shown in the widget
+and logged, never swallowed.
 
-The SVG is laid out once per change of the graph's *structure*; statuses are
-applied by the JavaScript as CSS classes, so a run never re-runs ``dot``. Run
-events only mark state dirty; a flush at most every 0.1 s sends what changed,
-so even a 2,000-task run costs the browser about ten updates a second.
+Drawing: Python sends *positions* (``layout``, computed by ``dot`` in a worker
+thread so the kernel's loop never waits for it; ``layout.state`` is
+``"pending"`` until they arrive) and the JavaScript draws the nodes itself,
+coloured by status through CSS, so a run never lays anything out again. Big
+plans are drawn with related tasks collapsed into groups (see ``_layout``).
+Run events only mark state dirty; a flush at most every 0.1 s sends what
+changed, so even a 2,000-task run costs the browser about ten updates a second.
+
+    set_graph ──► tasks, layout{state: pending} ──(thread: group + dot)──► layout{state: ready}
+    run events ──► (coalesced) statuses, progress, timeline, message, can
+    front end ──► selected, edit{op: ...} ──► TaskGraph edits | controller commands
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,13 +38,40 @@ import traitlets
 from .._errors import OrchestraError, PlanError
 from .._events import Event
 from .._kinds import KINDS, vocabulary
+from .._text import error_line
 from ._viewers import view
 
 if TYPE_CHECKING:
     from .._plan import TaskGraph
     from ..engine import Run
 
+log = logging.getLogger("orchestra_nb")
+
 FLUSH_EVERY = 0.1  # seconds between front-end updates while a run is live
+RETRYABLE = frozenset({"failed", "skipped", "cancelled"})
+#: What a group shows when its members differ: the first of these any member is in, else
+#: "done" when some member was computed, else "cached".
+GROUP_SHOWS = ("failed", "running", "waiting", "ready", "unsaved", "cancelled", "skipped")
+GROUP_SHOWS += ("pending",)
+_GROUP_MEMBERS_SHOWN = 200  # members a group's inspector lists
+_layout_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """One layout thread for every widget: layouts queue rather than compete for 2 cores."""
+    global _layout_pool
+    if _layout_pool is None:
+        _layout_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="onb-layout")
+    return _layout_pool
+
+
+def start_threads() -> None:
+    """Start the layout thread, and the running loop's first worker thread (what reads a
+    plan given with ``--from``), now: ``%load_ext`` does. Starting a thread waits for it
+    to take the interpreter lock, which the cell that first shows a plan should not."""
+    _pool().submit(int).result()
+    with contextlib.suppress(RuntimeError):  # no running loop: nothing to start
+        asyncio.get_running_loop().run_in_executor(None, int)
 
 
 class Controller(Protocol):
@@ -45,14 +83,20 @@ class Controller(Protocol):
     def graph_edited(self, change: dict[str, Any]) -> None: ...
 
 
+def _look() -> dict[str, Any]:
+    from .._render import widget_look
+
+    return widget_look()
+
+
 class DagWidget(anywidget.AnyWidget):
     _esm = Path(__file__).parent / "widget.js"
     _css = Path(__file__).parent / "widget.css"
 
     # synced state (internal: the JavaScript reads these)
     title = traitlets.Unicode("").tag(sync=True)
-    svg = traitlets.Unicode("").tag(sync=True)
     tasks = traitlets.List([]).tag(sync=True)
+    layout = traitlets.Dict({}).tag(sync=True)
     statuses = traitlets.Dict({}).tag(sync=True)
     stale = traitlets.List([]).tag(sync=True)
     progress = traitlets.Dict({}).tag(sync=True)
@@ -60,7 +104,9 @@ class DagWidget(anywidget.AnyWidget):
     inspector = traitlets.Dict({}).tag(sync=True)
     message = traitlets.Dict({}).tag(sync=True)
     busy = traitlets.Unicode("").tag(sync=True)
+    can = traitlets.Dict({}).tag(sync=True)  # which buttons work now: run, cancel, retry
     vocabulary = traitlets.Dict(vocabulary()).tag(sync=True)  # kinds and statuses, as data
+    look = traitlets.Dict(_look()).tag(sync=True)  # colours, marks and shapes, as data
     # set by the front end
     selected = traitlets.Unicode("").tag(sync=True)
     edit = traitlets.Dict({}).tag(sync=True)
@@ -71,21 +117,33 @@ class DagWidget(anywidget.AnyWidget):
         *,
         controller: Controller | None = None,
         title: str = "",
+        group_above: int | None = None,
         **kwargs: Any,
     ) -> None:
+        from .._layout import GROUP_ABOVE
+
         super().__init__(title=title, **kwargs)
         self.graph: TaskGraph | None = None
         self.controller = controller
         self.run: Run | None = None
+        self.group_above = GROUP_ABOVE if group_above is None else group_above
+        self.expanded: set[str] = set()  # groups the user opened
+        self.groups: dict[str, list[str]] = {}  # group id -> member ids, as last drawn
         self._unsubscribe: Any = None
         self._dirty = False
         self._flush_handle: asyncio.TimerHandle | None = None
         self._message_seq = 0
+        self._layout_version = 0
+        self._layout_job: asyncio.Future[Any] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self.sent_updates = 0  # flushes sent to the front end (for tests and curiosity)
         self.observe(self._on_selected, names="selected")
         self.observe(self._on_edit, names="edit")
+        self.on_msg(self._on_message)
         if graph is not None:
             self.set_graph(graph)
+        else:
+            self._update_can()
 
     def __repr__(self) -> str:
         size = f"{len(self.graph)} tasks" if self.graph is not None else "no plan yet"
@@ -94,7 +152,7 @@ class DagWidget(anywidget.AnyWidget):
     # --- what the session calls -------------------------------------------------------
 
     def set_graph(self, graph: TaskGraph) -> None:
-        """Show a (new or edited) graph: lay it out once, refresh everything."""
+        """Show a (new or edited) graph: lay it out (in the background), refresh everything."""
         self.graph = graph
         with self.hold_sync():
             if self.busy == "planning":
@@ -102,22 +160,37 @@ class DagWidget(anywidget.AnyWidget):
                 if self.message.get("level") == "info":
                     self._say("info", "")  # the "planning…" note has served its purpose
             self._relayout()
-            if self.selected and self.selected not in graph:
+            if self.selected and self.selected not in graph and self.selected not in self.groups:
                 self.selected = ""
             self._refresh_inspector()
+            self._update_can()
 
     def set_planning(self, text: str) -> None:
-        self.busy = "planning"
-        self._say("info", text)
+        with self.hold_sync():
+            self.busy = "planning"
+            self._say("info", text)
+            self._update_can()
 
     def show_error(self, message: str) -> None:
         with self.hold_sync():
             if self.busy == "planning":
                 self.busy = ""
             self._say("error", message)
+            self._update_can()
 
     def set_stale(self, ids: Iterable[str]) -> None:
-        self.stale = sorted(set(ids))
+        with self.hold_sync():
+            self.stale = sorted(set(ids))
+            self._refresh_inspector()
+
+    def show_statuses(self, statuses: dict[str, str], *, note: str = "") -> None:
+        """Colour the plan by the statuses of a run that is not live (read from a store)."""
+        with self.hold_sync():
+            self.statuses = self._with_groups(statuses)
+            if note:
+                self._say("info", note)
+            self._refresh_inspector()
+            self._update_can()
 
     def attach_run(self, run: Run) -> None:
         """Follow this run's events (and stop following the previous one)."""
@@ -125,8 +198,28 @@ class DagWidget(anywidget.AnyWidget):
             self._unsubscribe()
         self.run = run
         self._unsubscribe = run.subscribe(self._on_event)
-        self.busy = "running"
-        self._flush()
+        with self.hold_sync():
+            self.busy = "running"
+            self._say("info", f"run {run.id} started")
+            self._flush()
+        with contextlib.suppress(RuntimeError):  # no loop: nothing to watch from
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(run))
+
+    async def _watch(self, run: Run) -> None:
+        """Say how the run ended; an exception that stopped it is shown and logged."""
+        try:
+            await run
+        except asyncio.CancelledError:
+            if not run.done:
+                raise  # the watcher itself was cancelled (the widget closed)
+        except Exception as exc:
+            log.error("run %s stopped: %s", run.id, exc, exc_info=exc)
+            if run is self.run:
+                self._flush()
+                self._say("error", f"run {run.id} stopped: {error_line(exc)}")
+            return
+        if run is self.run:
+            self._flush()
 
     # --- run events, coalesced ------------------------------------------------------------
 
@@ -150,15 +243,23 @@ class DagWidget(anywidget.AnyWidget):
         if run is None:
             return
         with self.hold_sync():
-            self.statuses = dict(run.status)
+            self.statuses = self._with_groups(run.status)
             self.progress = self._progress(run)
             self.timeline = self._timeline(run)
-            if run.done or run.state not in ("running", "pending"):
+            finished = run.done or run.state not in ("running", "pending")
+            if finished and self.busy == "running":
                 self.busy = ""
-                if run.error:
-                    self._say("error", run.error)
+                self._say(*_ending(run))
             self._refresh_inspector()
+            self._update_can()
         self.sent_updates += 1
+
+    def _with_groups(self, statuses: dict[str, str]) -> dict[str, str]:
+        """Task statuses plus one per drawn group (how its members stand, in one word)."""
+        out = {tid: s for tid, s in statuses.items() if tid not in self.groups}
+        for gid, members in self.groups.items():
+            out[gid] = group_status(statuses.get(m, "pending") for m in members)
+        return out
 
     @staticmethod
     def _progress(run: Run) -> dict[str, Any]:
@@ -170,6 +271,7 @@ class DagWidget(anywidget.AnyWidget):
             "cached": p.cached,
             "failed": p.failed,
             "skipped": p.skipped,
+            "cancelled": p.cancelled,
             "running": p.running,
             "tokens": p.tokens,
             "elapsed": round(p.elapsed, 2),
@@ -190,7 +292,26 @@ class DagWidget(anywidget.AnyWidget):
             for tid, start, end, status, still_running in run.gantt()
         ]
 
+    def _update_can(self) -> None:
+        """Which buttons do something now (the JavaScript greys out the others)."""
+        live = self.busy == "running"
+        connected = self.controller is not None
+        retryable = any(
+            s in RETRYABLE for tid, s in self.statuses.items() if tid not in self.groups
+        )
+        self.can = {
+            "run": connected and self.graph is not None and self.busy == "",
+            "cancel": connected and live,
+            "retry": connected and not live and self.busy == "" and retryable,
+            "edit": self.graph is not None and self.busy != "planning",
+        }
+
     # --- front-end requests ----------------------------------------------------------------
+
+    def _on_message(self, widget: Any, content: Any, buffers: Any) -> None:
+        """The front end asks whether the kernel is still there (after its comm flickered)."""
+        if isinstance(content, dict) and content.get("type") == "ping":
+            self.send({"type": "pong"})
 
     def _on_selected(self, change: dict[str, Any]) -> None:
         self._refresh_inspector()
@@ -204,13 +325,20 @@ class DagWidget(anywidget.AnyWidget):
         except OrchestraError as exc:
             self._say("error", str(exc))
         except (KeyError, TypeError, ValueError) as exc:
-            self._say("error", f"cannot {request.get('op')}: {exc}")
+            self._say("error", f"cannot {request.get('op')}: {error_line(exc)}")
+            log.info("widget request %r refused: %s", request.get("op"), exc)
+        except Exception as exc:  # a bug or a broken controller: say it, log it, keep going
+            log.exception("widget request %r failed", request.get("op"))
+            self._say("error", f"cannot {request.get('op')}: {error_line(exc)}")
 
     def apply(self, request: dict[str, Any]) -> None:
-        """Do what the front end asked: an edit of the graph, or a command."""
+        """Do what the front end asked: an edit of the graph, a view change, or a command."""
         op = request["op"]
         if op in ("run", "cancel", "retry"):
             self._command(op, request)
+            return
+        if op in ("expand", "collapse"):
+            self._expand(op, request.get("group"))
             return
         graph = self.graph
         if graph is None:
@@ -266,36 +394,118 @@ class DagWidget(anywidget.AnyWidget):
             if run is not None and run is not self.run:
                 self.attach_run(run)
 
-    # --- helpers -------------------------------------------------------------------------
+    def _expand(self, op: str, group: str | None) -> None:
+        if self.graph is None:
+            raise PlanError("there is no plan to draw yet")
+        if op == "expand":
+            if group not in self.groups:
+                raise PlanError(f"no group {group!r} in the drawing")
+            self.expanded.add(group)
+            text = f"expanding {len(self.groups[group]):,} tasks…"
+        elif group is None:
+            self.expanded.clear()
+            text = "collapsing every group…"
+        else:
+            self.expanded.discard(group)
+            text = "collapsing…"
+        with self.hold_sync():
+            self._say("info", text)
+            self._relayout()
+
+    # --- layout ----------------------------------------------------------------------------
 
     def _relayout(self) -> None:
-        from .._render import render_svg
+        """Send the tasks and their positions when the layout thread has them.
 
+        On the loop only a copy-on-write copy of the graph is taken (an edit made while
+        the thread works copies the graph first, so the thread's copy never changes);
+        the snapshot, the critical path, the browser's task list and ``dot`` itself all
+        run in the thread.
+        """
         graph = self.graph
         assert graph is not None
-        self.tasks = [
-            {
-                "id": t.id,
-                "name": t.name,
-                "description": t.description,
-                "kind": t.kind,
-                "dependencies": list(t.dependencies),
-                "estimated_time": t.estimated_time,
-            }
-            for t in graph.tasks.values()
-        ]
+        frozen = graph.copy()
+        self._layout_version += 1
+        version = self._layout_version
+        previous = list(self.layout.get("order", ()))
+        edges = sum(len(t.dependencies) for t in graph.tasks.values())
+        self.layout = {
+            **self.layout,
+            "state": "pending",
+            "version": version,
+            "summary": f"{len(graph):,} tasks, {edges:,} dependencies",
+        }
+        expanded = set(self.expanded)
+
+        def job() -> dict[str, Any] | None:
+            if version != self._layout_version:
+                return None  # a newer edit already asked for another layout
+            return _compute(frozen, previous, expanded, self.group_above)
+
         try:
-            self.svg = render_svg(graph)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # plain Python: nothing to keep turning, lay out now
+            self._laid_out(version, job, None)
+            return
+        future = loop.run_in_executor(_pool(), job)
+        future.add_done_callback(lambda f: self._laid_out(version, None, f))
+        self._layout_job = future
+
+    def _laid_out(self, version: int, job: Any, future: asyncio.Future[Any] | None) -> None:
+        if version != self._layout_version:
+            return
+        try:
+            result = job() if future is None else future.result()
         except OrchestraError as exc:
-            self.svg = ""
+            self.layout = {**self.layout, "state": "error", "error": str(exc)}
             self._say("error", str(exc))
+            return
+        except Exception as exc:
+            log.exception("laying out the plan failed")
+            self.layout = {**self.layout, "state": "error", "error": error_line(exc)}
+            self._say("error", f"cannot draw the plan: {error_line(exc)}")
+            return
+        if result is None:
+            return
+        with self.hold_sync():
+            self.tasks = result.pop("tasks")
+            self.groups = result["groups"]
+            task_statuses = {k: v for k, v in self.statuses.items() if k not in result["groups"]}
+            self.statuses = self._with_groups(task_statuses)
+            result["expanded"] = sorted(self.expanded)
+            self.layout = {**result, "state": "ready", "version": version,
+                           "summary": self.layout.get("summary", "")}  # fmt: skip
+            if self.message.get("text", "").endswith("…") and self.message.get("level") == "info":
+                self._say("info", "")  # "expanding…" / "collapsing…" is done
+            self._refresh_inspector()
+
+    async def laid_out(self) -> dict[str, Any]:
+        """Wait until the drawing's positions are ready (or failed); returns ``layout``."""
+        while self._layout_job is not None and not self._layout_job.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._layout_job)
+            await asyncio.sleep(0)  # let the done-callback publish the result
+        return self.layout
+
+    def drawn_as(self, task_id: str) -> str:
+        """The node that shows ``task_id``: its group's id when it is collapsed, else itself."""
+        for gid, members in self.groups.items():
+            if task_id in members:
+                return gid
+        return task_id
+
+    # --- inspector ------------------------------------------------------------------------
 
     def _refresh_inspector(self) -> None:
-        tid = self.selected
+        sid = self.selected
         graph = self.graph
-        if not tid or graph is None or tid not in graph:
+        if sid and sid in self.groups and graph is not None:
+            self.inspector = self._group_info(sid)
+            return
+        if not sid or graph is None or sid not in graph:
             self.inspector = {}
             return
+        tid = sid
         task = graph.tasks[tid]
         run = self.run
         info: dict[str, Any] = {
@@ -306,14 +516,19 @@ class DagWidget(anywidget.AnyWidget):
             "dependencies": [{"id": d, "name": graph.tasks[d].name} for d in task.dependencies],
             "dependents": [{"id": d, "name": graph.tasks[d].name} for d in graph.dependents(tid)],
             "estimated_time": task.estimated_time,
-            "status": "pending",
+            "status": self.statuses.get(tid, "pending"),
             "stale": tid in self.stale,
         }
+        if task.function:
+            info["function"] = task.function
         if task.arguments:  # as text: what a planner wrote need not be JSON-safe
             from .._actions import describe_arguments
 
             names = {t.id: t.name for t in graph.tasks.values()}
             info["arguments"] = describe_arguments(task.arguments, names)
+        group = self.drawn_as(tid)
+        if group != tid:
+            info["in_group"] = {"id": group, "count": len(self.groups[group])}
         if run is not None and tid in run.status:
             info["status"] = run.status[tid]
             info["attempts"] = run.attempts.get(tid, 0)
@@ -331,6 +546,30 @@ class DagWidget(anywidget.AnyWidget):
                 info["result"] = view(run.results[tid])
         self.inspector = info
 
+    def _group_info(self, gid: str) -> dict[str, Any]:
+        graph = self.graph
+        assert graph is not None
+        members = [m for m in self.groups[gid] if m in graph]
+        counts: dict[str, int] = {}
+        for m in members:
+            status = self.statuses.get(m, "pending")
+            counts[status] = counts.get(status, 0) + 1
+        first = graph.tasks[members[0]] if members else None
+        label = next((n[5] for n in self.layout.get("nodes", ()) if n[0] == gid), gid)
+        return {
+            "id": gid,
+            "group": True,
+            "name": label,
+            "kind": first.kind if first else "",
+            "count": len(members),
+            "counts": counts,
+            "members": [
+                {"id": m, "name": graph.tasks[m].name, "status": self.statuses.get(m, "pending")}
+                for m in members[:_GROUP_MEMBERS_SHOWN]
+            ],
+            "status": max(counts, key=counts.__getitem__) if counts else "pending",
+        }
+
     def _say(self, level: str, text: str) -> None:
         self._message_seq += 1
         self.message = {"level": level, "text": text, "seq": self._message_seq}
@@ -342,7 +581,55 @@ class DagWidget(anywidget.AnyWidget):
         if self._flush_handle is not None:
             with contextlib.suppress(RuntimeError):
                 self._flush_handle.cancel()
+        if self._watcher is not None and not self._watcher.done():
+            with contextlib.suppress(RuntimeError):
+                self._watcher.cancel()
         super().close()
+
+
+def group_status(statuses: Iterable[str]) -> str:
+    """One status for a group of tasks (see ``GROUP_SHOWS``)."""
+    seen = set(statuses)
+    if len(seen) == 1:
+        return seen.pop()
+    for status in GROUP_SHOWS:
+        if status in seen:
+            return status
+    return "done" if "done" in seen else "cached"
+
+
+def _compute(
+    graph: TaskGraph, previous: list[str], expanded: set[str], above: int
+) -> dict[str, Any]:
+    """Everything about a drawing that takes time (runs in the layout thread)."""
+    from .._layout import compute_layout, group_tasks, snapshot
+
+    rows = snapshot(graph)
+    critical = list(graph.critical_path().ids) if len(graph) > 1 else []
+    groups = group_tasks(rows, above=above, expanded=expanded)
+    layout = compute_layout(rows, groups=groups, critical=critical, previous_order=previous)
+    # what the browser needs of every task (search, labels): dependencies travel as
+    # edges in the layout, and the inspector sends a task's own on selection
+    layout["tasks"] = [{"id": r.id, "name": r.name} for r in rows]
+    return layout
+
+
+def _ending(run: Run) -> tuple[str, str]:
+    """The message-bar line for a run that has ended: (level, text)."""
+    p = run.progress()
+    counts = [f"{p.done + p.cached}/{p.total} done"]
+    counts += [f"{n} {what}" for what, n in (("cached", p.cached), ("failed", p.failed),
+               ("skipped", p.skipped), ("cancelled", p.cancelled)) if n]  # fmt: skip
+    summary = ", ".join(counts)
+    if run.state == "cancelled":
+        return "warning", f"run {run.id} was cancelled: {summary}"
+    if run.state == "finished":
+        return "info", f"run {run.id} finished: {summary} in {p.elapsed:.1f} s"
+    first = next(iter(run.errors.items()), None)
+    why = f" — {first[0]}: {first[1]}" if first else ""
+    if run.error:
+        why = f" — {run.error}"
+    return "error", f"run {run.id} failed: {summary}{why}"
 
 
 def _describe(change: dict[str, Any]) -> str:

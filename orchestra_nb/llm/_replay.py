@@ -6,7 +6,9 @@ show what parallelism buys without a network.
 A recording maps a *normalized prompt* (roles kept, whitespace runs collapsed,
 plus whether JSON was asked for) to the answer the model gave, byte for byte.
 Replay never makes anything up: a prompt with no recording is a
-``ReplayMissError`` naming the prompt and how to record it. Record mode wraps a
+``ReplayMissError`` naming the prompt and how to record it, and why it missed when
+the same question is recorded under other instructions (most often: a planning
+prompt recorded while other Python functions were registered). Record mode wraps a
 real client, answers from the file when it can and asks the model otherwise,
 writing each new answer to the file at once (atomically).
 
@@ -119,10 +121,12 @@ class ReplayLLM(UsageCounter):
         if entry is None:
             if self.record is None:
                 prompt = _preview(messages)
+                why = self._why_missed(messages, schema)
                 raise ReplayMissError(
-                    f"no recorded answer for the prompt {prompt!r} in {self.path}; "
-                    f"record it with llm='record:{self.path}' and a configured model",
-                    recorded=self._same_but_system(messages, schema),
+                    f"no recorded answer for {prompt!r} in {self.path}: {why}"
+                    if why
+                    else f"no recorded answer for the prompt {prompt!r} in {self.path}; "
+                    f"record it with llm='record:{self.path}' and a configured model"
                 )
             entry = await self._record(key, messages, schema, params)
         if self.latency and key in self._entries and self.record is None:
@@ -144,21 +148,47 @@ class ReplayLLM(UsageCounter):
             finish_reason=entry.get("finish_reason", "stop"),
         )
 
-    def _same_but_system(
+    def _why_missed(
         self, messages: Sequence[Message] | str, schema: Mapping[str, Any] | None
-    ) -> list[dict[str, str]] | None:
-        """A recorded conversation equal to ``messages`` but for its system message."""
-        wanted = self.key_for(_without_system(messages), schema)
+    ) -> str:
+        """Why a request missed when the same question *is* recorded under other instructions.
+
+        The usual cause: the system prompt lists what the session offers ("- name: what it
+        does", the Python functions a plan may use), and the recording was made when a
+        different list was offered. Names the difference so the fix is visible in one line.
+        """
+        msgs = normalize_messages(messages)
+        asked = _questions(msgs)
+        if not asked:
+            return ""
+        ours = _system_lines(msgs)
+        now = _listed_names(ours)
+        closest: tuple[bool, int, list[str], list[str]] | None = None
         for entry in self._entries.values():
-            recorded = entry.get("messages")
-            if not isinstance(recorded, list) or bool(entry.get("schema")) != (schema is not None):
+            recorded = normalize_messages(entry.get("messages") or [])
+            if bool(entry.get("schema")) != (schema is not None) or _questions(recorded) != asked:
                 continue
-            try:
-                if self.key_for(_without_system(recorded), schema) == wanted:
-                    return normalize_messages(recorded)
-            except (TypeError, ValueError, AttributeError):  # a hand-edited entry
-                continue
-        return None
+            theirs = _system_lines(recorded)
+            differ = [line for line in theirs if line not in ours]
+            differ += [line for line in ours if line not in theirs]
+            then = _listed_names(theirs)
+            candidate = (then != now, len(differ), then, differ)
+            if closest is None or candidate[:2] < closest[:2]:
+                closest = candidate
+        if closest is None:
+            return ""
+        names_differ, _, then, differ = closest
+        if names_differ:
+            return (
+                f"it was recorded with the functions {', '.join(then) or '(none)'} offered "
+                f"(now: {', '.join(now) or 'none'}): import the module that registers them first"
+            )
+        if differ:
+            return (
+                f"it was recorded with other instructions ({len(differ)} lines differ, "
+                f"e.g. {shorten(differ[0], 60)!r}): record it with llm='record:{self.path}'"
+            )
+        return ""
 
     async def _record(
         self, key: str, messages: Sequence[Message] | str, schema: Any, params: dict[str, Any]
@@ -202,10 +232,23 @@ class ReplayLLM(UsageCounter):
         os.replace(tmp, self.path)
 
 
-def _without_system(messages: Sequence[Message] | str) -> list[dict[str, str]]:
-    return [m for m in normalize_messages(messages) if m["role"] != "system"] or [
-        {"role": "user", "content": ""}
-    ]
+_LISTED_NAME = re.compile(r"^- ([A-Za-z_][A-Za-z0-9_.]*): ")  # "- name: what it does"
+
+
+def _questions(messages: Sequence[Message]) -> list[tuple[str, str]]:
+    return [(m["role"], _normalize(m["content"])) for m in messages if m["role"] != "system"]
+
+
+def _system_lines(messages: Sequence[Message]) -> list[str]:
+    lines = []
+    for m in messages:
+        if m["role"] == "system":
+            lines += [_normalize(line) for line in m["content"].splitlines() if line.strip()]
+    return lines
+
+
+def _listed_names(lines: list[str]) -> list[str]:
+    return sorted(m.group(1) for line in lines if (m := _LISTED_NAME.match(line)))
 
 
 def _preview(messages: Sequence[Message] | str, limit: int = 80) -> str:

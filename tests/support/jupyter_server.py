@@ -72,6 +72,7 @@ class JupyterLab:
             "--allow-root",  # CI runs as root
             "--LabApp.news_url=",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.expose_app_in_browser=True",  # tests switch themes through its commands
         ]
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
@@ -100,8 +101,13 @@ class JupyterLab:
                 self.process.kill()
         self.process = None
 
-    def notebook_url(self, name: str) -> str:
-        return f"{self.url}/lab/tree/{name}?token={self.token}"
+    def notebook_url(self, name: str, *, front: str = "lab") -> str:
+        """The notebook in JupyterLab (``front="lab"``) or in Notebook 7 (``"notebook"``)."""
+        if front == "notebook":
+            return f"{self.url}/notebooks/{name}?token={self.token}"
+        # reset: only this notebook open (one server serves many tests, and JupyterLab
+        # would otherwise reopen every notebook the last test had open)
+        return f"{self.url}/lab/tree/{name}?reset&token={self.token}"
 
 
 def write_notebook(path: Path, cells: list[str]) -> None:
@@ -147,7 +153,7 @@ def run_cell(page: Any, index: int, *, wait: bool = True, timeout: float = 90_00
     cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
     run_button = page.locator(
         ".jp-NotebookPanel-toolbar [data-command='notebook:run-cell-and-select-next']"
-    )
+    ).first
     # the prompt is looked up on every check: JupyterLab may re-create a cell's DOM
     prompt_shows = """([i, pattern]) => new RegExp(pattern).test(
         document.querySelectorAll('.jp-Notebook .jp-Cell')[i]
