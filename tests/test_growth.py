@@ -94,3 +94,16 @@ async def test_an_unusable_plan_cancels_what_has_not_started_and_keeps_what_fini
     assert run.state == "failed"
     again = await onb.run(TaskGraph([Task("a"), Task("slow")]), runner=Log(), store=url)
     assert again.status == {"a": "cached", "slow": "cached"}  # nothing finished was lost
+
+
+async def test_a_refreshing_run_computes_added_tasks_afresh_too():
+    store = onb.open_store("memory://")
+    plan = [Task("a"), Task("b", dependencies=("a",))]
+    assert (await onb.run(TaskGraph(plan), runner=Log(), store=store)).ok
+    log = Log()
+    run = onb.start(TaskGraph(plan[:1]), runner=log, store=store, growing=True, refresh=True)
+    await run.extend(plan[1:])
+    run.seal()
+    await run
+    assert run.status == {"a": "done", "b": "done"}
+    assert log.calls == ["a", "b"]

@@ -4,7 +4,8 @@ A run started with ``growing=True`` does not end when its tasks are done: more
 may come. ``extend(tasks)`` adds tasks whose dependencies are already in the
 plan (a task that names one not seen yet waits with the caller until it is);
 each is keyed, looked up in the store (``cached`` if there), and scheduled like
-any other — it may start at once. ``seal()`` says the plan is complete; with an
+any other — it may start at once (a run started with ``refresh=True`` computes
+added tasks afresh too). ``seal()`` says the plan is complete; with an
 error (the finished answer turned out invalid) every task not started yet is
 cancelled and what finished stays in the store under its content key.
 """
@@ -52,6 +53,7 @@ class Growth:
             state.add_task(task.id)
             state.set_status(task.id, "task_added", data={"task": task.to_dict()})
         ids = [t.id for t in new]
+        driver.refresh_added(ids)
         completed = await driver.stored_results({tid: keys[tid] for tid in ids})
         options = driver.options
         _ready, skipped = sched.add(
