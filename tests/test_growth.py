@@ -107,3 +107,13 @@ async def test_a_refreshing_run_computes_added_tasks_afresh_too():
     await run
     assert run.status == {"a": "done", "b": "done"}
     assert log.calls == ["a", "b"]
+
+
+async def test_an_unusable_plan_sealed_before_the_run_is_prepared_starts_nothing():
+    log = Log()
+    run = onb.start(TaskGraph([Task("a")]), runner=log, store="memory://", growing=True)
+    run.seal(error="the plan has a cycle: x -> y -> x")  # at once: the run is not prepared yet
+    await run
+    assert run.status == {"a": "cancelled"}
+    assert run.state == "failed" and run.error == "the plan has a cycle: x -> y -> x"
+    assert log.calls == []

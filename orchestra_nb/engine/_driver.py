@@ -201,6 +201,7 @@ class Driver:
         for tid, (approved, reason) in decided.items():
             if not approved and tid in graph.tasks and state.status[tid] not in FINAL_STATUSES:
                 self.reject_task(tid, f"rejected: {reason}" if reason else "rejected")
+        self.growth.prepared()
         self.prepared.set()
 
     async def stored_results(self, keys: Mapping[str, str]) -> list[str]:

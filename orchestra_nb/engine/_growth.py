@@ -29,6 +29,7 @@ class Growth:
 
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
+        self._unusable: str | None = None  # sealed with this error before being prepared
 
     async def extend(self, tasks: Iterable[Task]) -> None:
         """Add tasks to a running plan (one still being written). Each may depend on tasks
@@ -73,13 +74,28 @@ class Growth:
 
     def seal(self, *, error: str | None = None) -> None:
         """The plan is complete: the run ends when its tasks do. With ``error`` the plan
-        turned out unusable: tasks not started yet are cancelled (finished ones stay)."""
+        turned out unusable: tasks not started yet are cancelled (finished ones stay) —
+        also when the run has not finished preparing yet (then as soon as it has)."""
         driver = self.driver
         driver.growing = False
-        if error is not None and driver.sched is not None:
-            for tid, status in list(driver.state.status.items()):
-                if status in ("pending", "ready", "awaiting_approval"):
-                    driver.sched.cancel(tid)
-                    driver.finish(tid, "cancelled", error=f"not started: {error}")
+        if error is not None:
             driver.state.error = error
+            if driver.sched is None:
+                self._unusable = error
+            else:
+                self._cancel_unstarted(error)
         driver.dispatch()
+
+    def prepared(self) -> None:
+        """The run is prepared (called before its first dispatch): a seal with an error
+        that came earlier applies now, so nothing starts."""
+        if self._unusable is not None:
+            self._cancel_unstarted(self._unusable)
+
+    def _cancel_unstarted(self, error: str) -> None:
+        driver = self.driver
+        assert driver.sched is not None
+        for tid, status in list(driver.state.status.items()):
+            if status in ("pending", "ready", "awaiting_approval"):
+                driver.sched.cancel(tid)
+                driver.finish(tid, "cancelled", error=f"not started: {error}")
