@@ -56,6 +56,7 @@ _LAZY: dict[str, str] = {
     "ReplayLLM": ".llm",
     "RateLimit": ".llm",
     "decompose": "._decompose",
+    "plan_and_run": "._streaming",
     "to_graphviz": "._render",
     "DaskExecutor": "._dask",
     "StoredResult": ".store",
@@ -115,6 +116,7 @@ __all__ = [
     "history",
     "load_ipython_extension",
     "open_store",
+    "plan_and_run",
     "resume",
     "rollback",
     "run",
@@ -150,6 +152,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._plan_stream import PlanStream
     from ._render import to_graphviz
     from ._scheduler import Scheduler
+    from ._streaming import plan_and_run
     from ._values import Image, Markdown
     from .engine import (
         Orchestrator,
