@@ -66,6 +66,7 @@ async def plan_and_run(
     progress: bool | None = None,
     on_event: Callable[[Event], None] | None = None,
     on_run: Callable[[Run], None] | None = None,
+    run_id: str | None = None,
     approval_timeout: float | None = None,
     max_replans: int = 2,
     max_tasks: int = 12,
@@ -88,8 +89,9 @@ async def plan_and_run(
     in ``functions``. ``on_run`` is called with each run as it starts — the first
     when the first task is complete, another when an unusable plan had to be
     asked for again — so a caller can show it (a progress bar, a widget).
-    ``refresh=True`` ignores stored results in the first run; a corrected plan
-    reuses what the first one computed.
+    ``run_id`` names the first run; a corrected plan's run gets it with ``-2``,
+    ``-3``... appended. ``refresh=True`` ignores stored results in the first run; a
+    corrected plan reuses what the first one computed.
 
     Raises ``PlanError`` when no usable plan came after ``max_attempts`` answers
     (what ran meanwhile stays in the store), and what ``decompose`` or ``start``
@@ -124,6 +126,7 @@ async def plan_and_run(
             timeout=timeout,
             run_timeout=run_timeout,
             refresh=refresh and not started,
+            run_id=run_id and (f"{run_id}-{len(started) + 1}" if started else run_id),
             functions=functions,
             executor=executor,
             progress=progress,
