@@ -16,6 +16,7 @@ SCRIPTS = [
     "widget.py",
     "dask_bench.py",
     "parse.py",
+    "streaming.py",
 ]
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ _LAZY: dict[str, str] = {
     "Budget": "._budget",
     "set_prices": "._cost",
     "price_of": "._cost",
+    "plan_and_run": "._streaming",
     "to_graphviz": "._render",
     "DaskExecutor": "._dask",
     "StoredResult": ".store",
@@ -125,6 +126,7 @@ __all__ = [
     "history",
     "load_ipython_extension",
     "open_store",
+    "plan_and_run",
     "price_of",
     "resume",
     "rollback",
@@ -165,6 +167,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._plan_stream import PlanStream
     from ._render import to_graphviz
     from ._scheduler import Scheduler
+    from ._streaming import plan_and_run
     from ._values import Image, Markdown
     from .engine import (
         Orchestrator,

@@ -84,7 +84,7 @@ async def replan(
         try:
             plan = completion.data if _is_plan(completion.data) else completion.text
             graph = TaskGraph.from_plan(plan, goal=request.goal)
-            _check_functions(graph, described)
+            _check_functions(graph.tasks.values(), described)
             return graph
         except PlanError as exc:
             last_error = exc

@@ -28,7 +28,7 @@ import importlib.util
 import json
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -186,6 +186,13 @@ def _parser() -> _Parser:
         action="store_true",
         help="print what the run would cost (tokens, dollars, time per task) and stop: no "
         "task runs and no store is created (with --goal, the plan is still asked for)",
+    )
+    run.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --goal: start tasks while the model is still writing the plan "
+        "(--no-stream: plan first, then run)",
     )
     _cost_options(run)
 
@@ -549,9 +556,13 @@ async def _run(session: _Session) -> int:
             llm = _make_llm(args)
     else:
         llm = _make_llm(args)
+        session.replayed = _is_replay(llm)
         if sys.stderr.isatty():  # a live model may take a while: say what is going on
             _say(f"planning: {printable(args.goal, one_line=True)}", sys.stderr)
         session.planning = True
+        if args.stream and not args.dry_run:  # a dry run prices the whole plan: plan first
+            _use_prices(args)
+            return await _plan_and_run(session, llm)
         graph = await decompose(
             args.goal, llm=llm, max_tasks=args.max_tasks, functions=functions or None
         )
@@ -629,6 +640,32 @@ async def _estimate(session: _Session) -> int:
     )
 
 
+async def _plan_and_run(session: _Session, llm: Any) -> int:
+    """Plan and run at once: tasks start while the model writes the plan, and each joins
+    the progress bar's total as it is added."""
+    from ._streaming import plan_and_run
+
+    args = session.args
+    running = plan_and_run(
+        args.goal,
+        llm=llm,
+        store=_writable_store(args.store),
+        max_workers=args.max_workers,
+        mode=args.mode,
+        retries=args.retries,
+        timeout=args.timeout,
+        refresh=args.no_cache,
+        run_id=args.run_id,
+        max_tasks=args.max_tasks,
+        budget=args.budget,
+        log=args.log,
+        llm_batch=args.batch,
+        progress=False,
+        on_run=lambda run: _watch(session, run),
+    )
+    return await _until_done(session, running)
+
+
 async def _resume(session: _Session) -> int:
     from .engine import start_resume
 
@@ -651,17 +688,28 @@ async def _resume(session: _Session) -> int:
 
 async def _follow(session: _Session, run: Run) -> int:
     """Show the run's progress until it ends, then its summary (and write its report)."""
+    _watch(session, run)
+    return await _until_done(session, run)
+
+
+def _watch(session: _Session, run: Run) -> None:
+    """Follow this run from now on (a streamed plan asked for again starts another)."""
     from .engine._progress import ProgressBar
 
     session.run = run
     session.bars.append(
         ProgressBar(run, tokens_label="replayed tokens" if session.replayed else "tokens")
     )
+
+
+async def _until_done(session: _Session, running: Awaitable[Any]) -> int:
+    """Wait for the run, then print its summary; a store that went away says what it cost."""
     try:
-        await run
+        await running
     except StoreUnavailableError as exc:
+        run = session.run
         reason = str(exc).split("; ")[0]
-        if not any(s in ("done", "cached") for s in run.status.values()):
+        if run is None or not any(s in ("done", "cached") for s in run.status.values()):
             raise UsageError(reason) from None  # nothing ran: the store was never there
         lost = len(run.pending_writes)
         raise UsageError(

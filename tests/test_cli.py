@@ -456,3 +456,69 @@ def test_ctrl_c_reports_honest_counts_and_how_to_resume(tmp_path):
     assert "run r1: finished · 8/8 done" in resumed.stdout
     ends = re.findall(r"^end (t\d)$", log.read_text(), re.MULTILINE)
     assert sorted(ends) == sorted(f"t{i}" for i in range(1, 9))  # each ran to the end once
+
+
+# --- a plan that runs while it streams ------------------------------------------------------------
+
+STREAMED_PLAN = json.dumps(
+    {"subtasks": [
+        {"id": "facts", "name": "Facts", "description": "Collect facts.", "dependencies": []},
+        {"id": "angle", "name": "Angle", "description": "Pick an angle.", "dependencies": []},
+        {"id": "draft", "name": "Draft", "description": "Write it.",
+         "dependencies": ["facts", "angle"]},
+    ]},
+    indent=1,
+)  # fmt: skip
+
+
+def _streaming_server():
+    import threading
+
+    from tests.support.llm_server import LLMServer, Reply
+
+    held = threading.Event()
+    seen: list[tuple[str, bool]] = []  # (task request's first line, plan answer ended?)
+
+    def respond(request):
+        if "You plan work" in request["messages"][0]["content"]:
+            return Reply(content=STREAMED_PLAN, piece_chars=6, hold_last=held)
+        ended = bool(server.streams) and server.streams[0].ended
+        seen.append((request["messages"][-1]["content"].splitlines()[0], ended))
+        held.set()  # a task asked the model: the plan's last piece may go now
+        return Reply(content="Some findings.")
+
+    server = LLMServer(respond)
+    return server, seen
+
+
+def _run_goal(server, tmp_path, *flags: str) -> subprocess.CompletedProcess[str]:
+    env = {**_env(), "OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "sk-test"}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestra_nb.cli", "run", "--goal", "Write a note",
+         "--store", f"sqlite:///{tmp_path}/r.db", *flags],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+
+
+def test_run_goal_starts_tasks_while_the_plan_streams(tmp_path):
+    server, seen = _streaming_server()
+    with server:
+        result = _run_goal(server, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "finished · 3/3 done" in result.stdout
+    first_step, plan_ended = seen[0]
+    assert first_step in ("## Step: Facts", "## Step: Angle")
+    assert plan_ended is False  # the server had not sent the plan's last piece yet
+    assert server.requests[0]["stream"] is True
+    bars = [line for line in result.stderr.replace("\r", "\n").splitlines() if "task/s" in line]
+    assert bars and "3/3" in bars[-1]  # tasks joined the bar's total as they were added
+
+
+def test_run_goal_no_stream_plans_first(tmp_path):
+    server, seen = _streaming_server()
+    with server:
+        result = _run_goal(server, tmp_path, "--no-stream", "--max-workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert "planned 3 tasks" in result.stderr
+    assert "stream" not in server.requests[0]
+    assert server.streams == [] and len(seen) == 3  # nothing was streamed

@@ -12,11 +12,12 @@ from orchestra_nb import Completion, OpenAILLM, PlanError, ReplayLLM, TaskGraph,
 from orchestra_nb._decompose import (
     CONTINUE_PROMPT,
     PLAN_SCHEMA,
+    ContinuationJoiner,
     join_continuation,
     planning_messages,
 )
 from orchestra_nb.llm import ScriptedLLM
-from tests.support.llm_server import Reply
+from tests.support.llm_server import LLMServer, Reply
 
 GOOD = json.dumps(
     {
@@ -242,3 +243,95 @@ async def test_a_replay_recorded_with_other_functions_says_so(tmp_path):
         await decompose("Other goal", llm=ReplayLLM(path), functions=functions)
     graph = await decompose("Write a report", llm=ReplayLLM(path), functions=functions)
     assert list(graph.tasks) == ["task_1", "task_2"]
+
+
+# --- answers read as they stream --------------------------------------------------------------
+
+
+async def test_a_streamed_plan_is_the_plan_read_whole(llm_server):
+    llm_server.script(Reply(content=GOOD, piece_chars=3), GOOD)
+    llm = OpenAILLM("m", base_url=llm_server.url, api_key="k")
+    streamed = await decompose("Write a report", llm=llm, stream=True)
+    whole = await decompose("Write a report", llm=llm)
+    assert streamed == whole
+    first, second = llm_server.requests
+    assert first["stream"] is True and "stream" not in second
+    assert first["response_format"]["type"] == "json_schema"  # structured output by default
+    assert llm_server.streams[0].pieces == -(-len(GOOD) // 3)
+
+
+async def test_a_streamed_plain_text_answer_when_the_server_has_no_json_schema():
+    text_plan = (
+        "1. search('solid-state batteries')\n2. summarize($1)\n3. write_report($1, $2)\njoin()"
+    )
+    with LLMServer(reject_json_schema=True) as server:
+        server.script(Reply(content=text_plan, piece_chars=4), text_plan)
+        llm = OpenAILLM("m", base_url=server.url, api_key="k")
+        streamed = await decompose("Write a report", llm=llm, stream=True)
+        whole = await decompose("Write a report", llm=llm)
+    assert streamed == whole
+    assert [t.dependencies for t in streamed.tasks.values()] == [(), ("1",), ("1", "2")]
+    assert [("response_format" in r, bool(r.get("stream"))) for r in server.requests] == [
+        (True, True),  # refused: asked again in words
+        (False, True),
+        (False, False),
+    ]
+
+
+async def test_a_streamed_answer_cut_by_the_length_limit_is_continued_as_a_stream(llm_server):
+    cut = len(GOOD) * 3 // 5
+    llm_server.script(
+        Reply(content=GOOD[:cut], finish_reason="length", piece_chars=5),
+        Reply(content="```json\n" + GOOD[cut - 25 :] + "\n```", piece_chars=5),
+    )
+    llm = OpenAILLM("m", base_url=llm_server.url, api_key="k")
+    graph = await decompose("Write a report", llm=llm, stream=True)
+    assert graph == TaskGraph.from_plan(GOOD, goal="Write a report")
+    _, second = llm_server.requests
+    assert second["stream"] is True and "response_format" not in second
+    assert second["messages"][-2:] == [
+        {"role": "assistant", "content": GOOD[:cut]},
+        {"role": "user", "content": CONTINUE_PROMPT},
+    ]
+
+
+async def test_a_streamed_unusable_answer_is_sent_back(llm_server):
+    llm_server.script(Reply(content=CYCLIC, piece_chars=4), Reply(content=GOOD, piece_chars=4))
+    llm = OpenAILLM("m", base_url=llm_server.url, api_key="k")
+    graph = await decompose("Write a report", llm=llm, stream=True)
+    assert list(graph.tasks) == ["task_1", "task_2"]
+    reprompt = llm_server.requests[1]["messages"]
+    assert reprompt[-2] == {"role": "assistant", "content": CYCLIC}
+    assert "dependency cycle" in reprompt[-1]["content"]
+
+
+def test_a_continuation_joined_piece_by_piece_is_joined_as_a_whole():
+    import random
+
+    rng = random.Random(7)
+    head = GOOD[:150]
+    rests = [
+        GOOD[150:],
+        "```json\n" + GOOD[120:] + "\n```",
+        "  ```\n" + GOOD[150:],
+        GOOD[100:],  # repeats the last words first
+        GOOD,  # starts over
+        "```json\n" + GOOD + "\n```",
+        "",
+        "x",
+        "``",
+        GOOD[150:160],
+    ]
+    for rest in rests:
+        for _ in range(30):
+            joiner = ContinuationJoiner(head)
+            text = head
+            cuts = sorted(
+                rng.sample(range(1, len(rest)), min(max(len(rest) - 1, 0), rng.randint(0, 12)))
+            )
+            pieces = [rest[a:b] for a, b in zip([0, *cuts], [*cuts, len(rest)], strict=True)]
+            for joined in [*(joiner.feed(p) for p in pieces), joiner.finish()]:
+                if joined is not None:
+                    restart, more = joined
+                    text = more if restart else text + more
+            assert text == join_continuation(head, rest), (rest[:30], pieces)

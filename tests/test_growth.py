@@ -94,3 +94,26 @@ async def test_an_unusable_plan_cancels_what_has_not_started_and_keeps_what_fini
     assert run.state == "failed"
     again = await onb.run(TaskGraph([Task("a"), Task("slow")]), runner=Log(), store=url)
     assert again.status == {"a": "cached", "slow": "cached"}  # nothing finished was lost
+
+
+async def test_a_refreshing_run_computes_added_tasks_afresh_too():
+    store = onb.open_store("memory://")
+    plan = [Task("a"), Task("b", dependencies=("a",))]
+    assert (await onb.run(TaskGraph(plan), runner=Log(), store=store)).ok
+    log = Log()
+    run = onb.start(TaskGraph(plan[:1]), runner=log, store=store, growing=True, refresh=True)
+    await run.extend(plan[1:])
+    run.seal()
+    await run
+    assert run.status == {"a": "done", "b": "done"}
+    assert log.calls == ["a", "b"]
+
+
+async def test_an_unusable_plan_sealed_before_the_run_is_prepared_starts_nothing():
+    log = Log()
+    run = onb.start(TaskGraph([Task("a")]), runner=log, store="memory://", growing=True)
+    run.seal(error="the plan has a cycle: x -> y -> x")  # at once: the run is not prepared yet
+    await run
+    assert run.status == {"a": "cancelled"}
+    assert run.state == "failed" and run.error == "the plan has a cycle: x -> y -> x"
+    assert log.calls == []

@@ -146,6 +146,53 @@ def test_without_wait_the_cell_returns_at_once_and_await_waits(ip):
     assert set(bg.status.values()) == {"done"}
 
 
+def test_run_streams_the_plan_into_the_run_and_the_widget(ip, tmp_path, monkeypatch):
+    import threading
+
+    from orchestra_nb.jupyter._widget import DagWidget
+
+    held = threading.Event()
+    plan_ended_at_first_task: list[bool] = []
+    shown: list[int] = []  # the size of each plan the widget was given
+    set_graph = DagWidget.set_graph
+
+    def recording(widget, graph):
+        shown.append(len(graph))
+        set_graph(widget, graph)
+
+    def tasks(request):
+        if not plan_ended_at_first_task:
+            plan_ended_at_first_task.append(ip.server.streams[0].ended)
+        held.set()  # the plan's last piece may go now
+        return responder(request)
+
+    monkeypatch.setattr(DagWidget, "set_graph", recording)
+    ip.server.responder = tasks
+    ip.server.script(Reply(content=json.dumps(PLAN, indent=1), piece_chars=8, hold_last=held))
+    flags = f"--name t_s --run --wait --no-cache --store sqlite:///{tmp_path}/s.db"
+    cell(ip, f"%%orchestrate {flags}\nWrite a report")
+    orchestration = ip.user_ns["t_s"]
+    assert orchestration.run.ok
+    assert plan_ended_at_first_task == [False]  # a task ran before the plan had ended
+    assert ip.server.requests[0]["stream"] is True
+    assert ip.server.requests[0]["response_format"]["type"] == "json_schema"
+    assert shown[0] == 1 and shown[-1] == 3 and shown == sorted(shown)  # it grew in the widget
+    assert list(orchestration.graph.tasks) == ["task_1", "task_2", "task_3"]
+    assert orchestration.graph is not orchestration.run.graph  # widget edits stay out of it
+    assert orchestration.widget.graph is orchestration.graph
+    assert [t["id"] for t in orchestration.widget.tasks] == ["task_1", "task_2", "task_3"]
+
+
+def test_no_stream_plans_first(ip, tmp_path):
+    store = f"sqlite:///{tmp_path}/ns.db"
+    cell(ip, f"%%orchestrate --name t_ns --run --no-stream --wait --store {store}\nWrite a report")
+    assert ip.user_ns["t_ns"].run.ok
+    assert "stream" not in ip.server.requests[0]
+    again = f"--name t_ns2 --run --no-stream --no-cache --wait --store {store}"
+    cell(ip, f"%%orchestrate {again}\nWrite a report")
+    assert set(ip.user_ns["t_ns2"].status.values()) == {"done"}  # recomputed, not cached
+
+
 @pytest.mark.parametrize("kind", ["graph", "dict", "json"])
 def test_from_a_variable(ip, kind):
     value = {"graph": TaskGraph.from_plan(PLAN), "dict": PLAN, "json": json.dumps(PLAN)}[kind]
@@ -344,7 +391,7 @@ def test_an_error_in_background_planning_is_shown_and_logged(ip, caplog, monkeyp
 
     monkeypatch.setattr(_session.Orchestration, "start", broken_start)
     with caplog.at_level(logging.ERROR, logger="orchestra_nb"):
-        cell(ip, "%%orchestrate --name t_boom --run --store memory://\nWrite a report")
+        cell(ip, "%%orchestrate --name t_boom --run --no-stream --store memory://\nWrite a report")
         with pytest.raises(RuntimeError):
             cell(ip, "await t_boom")
     widget = ip.user_ns["t_boom"].widget

@@ -209,3 +209,23 @@ def test_the_shell_commands_run_one_after_another(tmp_path, model):
     assert (tmp_path / "plan.svg").read_text().lstrip().startswith("<?xml")
     assert (tmp_path / "out" / "report.html").exists()
     assert run_id is not None
+
+
+def test_the_streaming_command_runs_offline(tmp_path):
+    """The "Plans that run while they stream" command, at a hundred times the README's pace."""
+    block = next(code for lang, code in BLOCKS if lang == "bash" and "tps=" in code)
+    words = shlex.split(block.replace("\\\n", " "))
+    assert words[:3] == ["orchestra-nb", "run", "--goal"]
+    pace = "tps=40&first_token=0.5"
+    assert any(pace in w for w in words)
+    words = [w.replace(pace, "tps=4000&first_token=0.005") for w in words]
+    (tmp_path / "notebooks").symlink_to(ROOT / "notebooks")  # "in the repository's folder"
+    binary = Path(sys.executable).parent / "orchestra-nb"
+    command = str(binary) if binary.exists() else shutil.which("orchestra-nb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AZURE_"))}
+    env.update(PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [command, *words[1:]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "finished · 9/9 done" in result.stdout

@@ -113,6 +113,7 @@ class Driver:
         self.cancelled = False  # the user (or whoever awaits the run) cancelled it
         self._tasks = graph.tasks
         self._forced = forced_ids(graph, refresh)
+        self._refresh_all = refresh is True  # tasks added later are computed afresh too
         self._only = None if only is None else selection(graph, only)
         self.sched: Scheduler | None = None
         self.approve = check_approve(graph, approve)
@@ -206,6 +207,7 @@ class Driver:
             leave_unselected(self, self._only)
         self.announce_ready(graph.tasks)
         self.approvals.apply_recorded(self.carried.tasks)
+        self.growth.prepared()
         self.prepared.set()
 
     async def stored_results(self, keys: Mapping[str, str]) -> list[str]:
@@ -215,6 +217,11 @@ class Driver:
         found = await self.records.stored(wanted, carried=self.carried.results)
         self.state.results.update(found)
         return list(found)
+
+    def refresh_added(self, ids: Iterable[str]) -> None:
+        """Tasks added to a growing run started with ``refresh=True`` ignore the store too."""
+        if self._refresh_all:
+            self._forced.update(ids)
 
     def build_scheduler(self, graph: TaskGraph, completed: Iterable[str]) -> Scheduler:
         """A scheduler for ``graph`` with ``completed`` done, gates and limits applied."""

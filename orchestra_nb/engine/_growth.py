@@ -4,7 +4,8 @@ A run started with ``growing=True`` does not end when its tasks are done: more
 may come. ``extend(tasks)`` adds tasks whose dependencies are already in the
 plan (a task that names one not seen yet waits with the caller until it is);
 each is keyed, looked up in the store (``cached`` if there), and scheduled like
-any other — it may start at once. ``seal()`` says the plan is complete; with an
+any other — it may start at once (a run started with ``refresh=True`` computes
+added tasks afresh too). ``seal()`` says the plan is complete; with an
 error (the finished answer turned out invalid) every task not started yet is
 cancelled and what finished stays in the store under its content key.
 """
@@ -28,6 +29,7 @@ class Growth:
 
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
+        self._unusable: str | None = None  # sealed with this error before being prepared
 
     async def extend(self, tasks: Iterable[Task]) -> None:
         """Add tasks to a running plan (one still being written). Each may depend on tasks
@@ -52,6 +54,7 @@ class Growth:
             state.add_task(task.id)
             state.set_status(task.id, "task_added", data={"task": task.to_dict()})
         ids = [t.id for t in new]
+        driver.refresh_added(ids)
         completed = await driver.stored_results({tid: keys[tid] for tid in ids})
         options = driver.options
         _ready, skipped = sched.add(
@@ -71,13 +74,28 @@ class Growth:
 
     def seal(self, *, error: str | None = None) -> None:
         """The plan is complete: the run ends when its tasks do. With ``error`` the plan
-        turned out unusable: tasks not started yet are cancelled (finished ones stay)."""
+        turned out unusable: tasks not started yet are cancelled (finished ones stay) —
+        also when the run has not finished preparing yet (then as soon as it has)."""
         driver = self.driver
         driver.growing = False
-        if error is not None and driver.sched is not None:
-            for tid, status in list(driver.state.status.items()):
-                if status in ("pending", "ready", "awaiting_approval"):
-                    driver.sched.cancel(tid)
-                    driver.finish(tid, "cancelled", error=f"not started: {error}")
+        if error is not None:
             driver.state.error = error
+            if driver.sched is None:
+                self._unusable = error
+            else:
+                self._cancel_unstarted(error)
         driver.dispatch()
+
+    def prepared(self) -> None:
+        """The run is prepared (called before its first dispatch): a seal with an error
+        that came earlier applies now, so nothing starts."""
+        if self._unusable is not None:
+            self._cancel_unstarted(self._unusable)
+
+    def _cancel_unstarted(self, error: str) -> None:
+        driver = self.driver
+        assert driver.sched is not None
+        for tid, status in list(driver.state.status.items()):
+            if status in ("pending", "ready", "awaiting_approval"):
+                driver.sched.cancel(tid)
+                driver.finish(tid, "cancelled", error=f"not started: {error}")

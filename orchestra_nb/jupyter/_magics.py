@@ -116,6 +116,11 @@ class Orchestra(Magics, Configurable):
     )
     @argument("--run", action="store_true", help="run the plan as soon as it is ready")
     @argument("--wait", action="store_true", help="block the cell until planning (and the run) end")
+    @argument(
+        "--no-stream",
+        action="store_true",
+        help="with --run: plan first, then run (by default tasks start while the plan streams)",
+    )
     @argument("--max-workers", type=int, help="tasks running at once")
     @argument("--mode", choices=MODES, help="pipeline, parallel or dag")
     @argument("--model", help="model name")
@@ -168,7 +173,13 @@ class Orchestra(Magics, Configurable):
                     orchestration.start(refresh=refresh)
             else:
                 max_tasks = args.max_tasks or self.max_tasks
-                orchestration.plan(body, max_tasks=max_tasks, then_run=args.run, refresh=refresh)
+                orchestration.plan(
+                    body,
+                    max_tasks=max_tasks,
+                    then_run=args.run,
+                    refresh=refresh,
+                    stream=not args.no_stream,
+                )
 
         try:
             call_on_loop(begin)  # in a kernel the loop is running already; in a terminal, not

@@ -1,7 +1,9 @@
 """``Orchestration``: what ``%%orchestrate --name report`` binds as ``report``.
 
 It owns one plan (a ``TaskGraph``), its widget and its runs, and it is the
-widget's controller: Run, Cancel and Retry land here. Planning and runs are
+widget's controller: Run, Cancel and Retry land here. Planned with ``--run``,
+the plan streams: tasks start as the model writes them, and the widget is handed
+the growing plan (``set_graph``) as tasks are added. Planning and runs are
 tasks on the kernel's running loop, so cells return at once; ``await report``
 waits for both, and so does ``%%orchestrate --wait`` (through the one
 nested-loop helper).
@@ -25,6 +27,13 @@ if TYPE_CHECKING:
     from ..engine import Run
     from ..llm import LLM
     from ._widget import DagWidget
+
+
+GROWTH_EVERY = 0.25  # seconds between widget updates while a streamed plan grows
+# what %%orchestrate's options may hold that plan_and_run takes as well
+_PLAN_AND_RUN_OPTIONS = frozenset(
+    {"max_workers", "mode", "retries", "timeout", "executor", "runner", "functions", "budget"}
+)
 
 
 class Orchestration:
@@ -89,10 +98,21 @@ class Orchestration:
         self._error = None
 
     def plan(
-        self, goal: str, *, max_tasks: int = 12, then_run: bool = False, refresh: bool = False
+        self,
+        goal: str,
+        *,
+        max_tasks: int = 12,
+        then_run: bool = False,
+        refresh: bool = False,
+        stream: bool = True,
     ) -> None:
-        """Ask the LLM for a plan in the background; the widget shows it when it arrives
-        (and, with ``then_run``, runs it; ``refresh`` recomputes every task)."""
+        """Ask the LLM for a plan in the background; the widget shows it when it arrives.
+
+        With ``then_run`` it runs (``refresh`` recomputes every task); with ``stream``
+        too (the default) tasks start while the model is still writing the plan
+        (``plan_and_run``): the widget is given the growing plan as tasks are added,
+        and follows the run from its first task.
+        """
         from .._actions import registered_functions
         from .._decompose import decompose
 
@@ -101,6 +121,12 @@ class Orchestration:
         self.goal = goal
         model = getattr(self.llm, "model", "the model")
         self.widget.set_planning(f"Planning with {model}: {shorten(goal)}")
+        if then_run and stream:
+            self._planning = asyncio.get_running_loop().create_task(
+                self._plan_and_run(goal, max_tasks=max_tasks, refresh=refresh)
+            )
+            self._planning.add_done_callback(_retrieve)
+            return
         functions = {name: entry.summary for name, entry in registered_functions().items()}
 
         async def planning() -> TaskGraph:
@@ -118,6 +144,53 @@ class Orchestration:
 
         self._planning = asyncio.get_running_loop().create_task(planning())
         self._planning.add_done_callback(_retrieve)
+
+    async def _plan_and_run(self, goal: str, *, max_tasks: int, refresh: bool) -> Run:
+        from .._streaming import plan_and_run
+        from ..engine import new_run_id
+
+        options = {k: v for k, v in self.options.items() if k in _PLAN_AND_RUN_OPTIONS}
+        try:
+            run = await plan_and_run(
+                goal,
+                llm=self.llm,
+                store=self.store,
+                max_tasks=max_tasks,
+                refresh=refresh,
+                run_id=f"{self.name}-{new_run_id()}",
+                progress=False,
+                on_run=self._follow_growing,
+                **options,
+            )
+        except Exception as exc:
+            self._background_failed("planning", exc)
+            raise
+        self._show_growing(run)
+        return run
+
+    def _follow_growing(self, run: Run) -> None:
+        """A run whose plan is still streaming in: the widget gets its plan now and again,
+        at most every ``GROWTH_EVERY`` seconds, as tasks are added."""
+        pending: list[asyncio.TimerHandle] = []
+
+        def refresh() -> None:
+            pending.clear()
+            if self.run is run:
+                self._show_growing(run)
+
+        def on_event(event: Any) -> None:
+            if event.kind == "task_added" and not pending:
+                loop = asyncio.get_running_loop()
+                pending.append(loop.call_later(GROWTH_EVERY, refresh))
+
+        self._show_growing(run)
+        self._attach(run)
+        run.subscribe(on_event)
+
+    def _show_growing(self, run: Run) -> None:
+        # a copy: edits made in the widget must not reach the running plan
+        self.graph = run.graph.copy()
+        self.widget.set_graph(self.graph)
 
     # --- running ----------------------------------------------------------------------------
 

@@ -6,7 +6,16 @@ first talks to a server.
 
 from __future__ import annotations
 
-from ._base import LLM, Completion, Message, Usage, normalize_messages
+from ._base import (
+    LLM,
+    AnswerStream,
+    Completion,
+    Message,
+    StreamingLLM,
+    Usage,
+    normalize_messages,
+    stream_answer,
+)
 from ._batch import BATCH_DISCOUNT, BatchLLM, BatchTicket
 from ._limits import RateLimit
 from ._openai import OpenAILLM
@@ -18,6 +27,7 @@ __all__ = [
     "BATCH_DISCOUNT",
     "LLM",
     "AllowedParams",
+    "AnswerStream",
     "BatchLLM",
     "BatchTicket",
     "Completion",
@@ -26,10 +36,12 @@ __all__ = [
     "RateLimit",
     "ReplayLLM",
     "ScriptedLLM",
+    "StreamingLLM",
     "Usage",
     "describe_llm",
     "llm_from_spec",
     "normalize_messages",
+    "stream_answer",
 ]
 
 
@@ -39,7 +51,9 @@ def llm_from_spec(spec: LLM | str | None = None, *, model: str | None = None) ->
     ``None`` or ``"openai"``: OpenAILLM from the environment; ``"openai:MODEL"``;
     ``"ollama:MODEL"`` (Ollama at ``OLLAMA_HOST``, by default localhost:11434; it
     is sent no API key); ``"replay:PATH"`` (offline
-    recordings; ``"replay:PATH?latency=0.5"`` answers after half a second);
+    recordings; ``"replay:PATH?latency=0.5"`` answers after half a second,
+    ``"replay:PATH?tps=40&first_token=0.5"`` writes answers at 40 tokens a second
+    after half a second, as a streaming model would);
     ``"record:PATH"`` (answer from PATH, ask the configured model for prompts it
     lacks and add them). An LLM object is returned unchanged.
     """
@@ -56,19 +70,39 @@ def llm_from_spec(spec: LLM | str | None = None, *, model: str | None = None) ->
         return OpenAILLM(model=arg or model or "llama3.1", base_url=_ollama_url())
     if kind in ("replay", "record") and arg:
         path, _, query = arg.partition("?")
-        latency = 0.0
-        if query.startswith("latency="):
-            try:
-                latency = float(query.split("=", 1)[1])
-            except ValueError:
-                raise ConfigError(
-                    f"bad latency in LLM spec {text!r}: use ?latency=SECONDS"
-                ) from None
+        pacing = _replay_pacing(text, query)
         recorder = OpenAILLM(model=model) if kind == "record" else None
-        return ReplayLLM(path, record=recorder, model=model, latency=latency)
+        return ReplayLLM(path, record=recorder, model=model, **pacing)
     raise ConfigError(
         f"unknown LLM spec {text!r}: use openai[:MODEL], ollama:MODEL, replay:PATH or record:PATH"
     )
+
+
+_PACING = {"latency": "latency", "tps": "tokens_per_second", "first_token": "first_token"}
+
+
+def _replay_pacing(spec: str, query: str) -> dict[str, float]:
+    """``latency=S``, ``tps=N`` and ``first_token=S`` from a replay spec's query."""
+    from urllib.parse import parse_qsl
+
+    from .._errors import ConfigError
+
+    pacing: dict[str, float] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in _PACING:
+            raise ConfigError(
+                f"unknown option {name!r} in LLM spec {spec!r}: use latency=SECONDS, "
+                "tps=TOKENS_PER_SECOND or first_token=SECONDS"
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not (number >= 0 and number != float("inf")) or (name == "tps" and number == 0):
+            unit = "TOKENS_PER_SECOND (more than 0)" if name == "tps" else "SECONDS"
+            raise ConfigError(f"bad {name} in LLM spec {spec!r}: use ?{name}={unit}")
+        pacing[_PACING[name]] = number
+    return pacing
 
 
 def _ollama_url() -> str:

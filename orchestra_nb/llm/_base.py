@@ -1,9 +1,16 @@
-"""The one small protocol every LLM client speaks, and what a call returns."""
+"""The one small protocol every LLM client speaks, and what a call returns.
+
+``complete`` returns a whole answer. Clients that can also hand an answer over
+while the model writes it have ``stream``, which returns an ``AnswerStream``:
+the text in pieces, then the same ``Completion`` ``complete`` would give.
+``stream_answer`` streams from any client, one piece when it cannot stream.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -61,6 +68,103 @@ class LLM(Protocol):
     def cache_identity(self) -> dict[str, Any]:
         """What determines the answers (model, sampling parameters) — never secrets."""
         ...
+
+
+@runtime_checkable
+class StreamingLLM(LLM, Protocol):
+    """An LLM that can hand its answer over while it is written."""
+
+    def stream(
+        self,
+        messages: Sequence[Message] | str,
+        *,
+        schema: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> AnswerStream: ...
+
+
+class AnswerStream:
+    """An answer as the model writes it: ``async for piece in answer`` gives the text in
+    pieces, in order; ``answer.completion`` is the whole ``Completion`` once they ran out
+    (text, usage, ``finish_reason``, parsed ``data`` when a schema was asked for).
+
+    Close it (``await answer.aclose()``, or ``async with``) to stop reading early: the
+    request is dropped and what it held (a connection, a rate-limit slot) is freed.
+    """
+
+    def __init__(self, source: AsyncIterator[str | Completion]) -> None:
+        # the source yields text pieces, then the whole Completion as its last item
+        self._source = source
+        self._completion: Completion | None = None
+
+    def __aiter__(self) -> AnswerStream:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._completion is not None:
+            raise StopAsyncIteration
+        try:
+            item = await self._source.__anext__()
+        except StopAsyncIteration:
+            raise RuntimeError("the answer stream ended without its completion") from None
+        if isinstance(item, Completion):
+            self._completion = item
+            await self.aclose()
+            raise StopAsyncIteration
+        return item
+
+    @property
+    def completion(self) -> Completion:
+        """The whole answer; RuntimeError while pieces are still to come."""
+        if self._completion is None:
+            raise RuntimeError("the answer is still streaming: read it to the end first")
+        return self._completion
+
+    async def read(self) -> Completion:
+        """Read the rest and return the whole answer."""
+        async for _piece in self:
+            pass
+        return self.completion
+
+    async def aclose(self) -> None:
+        close = getattr(self._source, "aclose", None)
+        if close is not None:
+            await close()
+
+    async def __aenter__(self) -> AnswerStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def stream_answer(
+    llm: LLM,
+    messages: Sequence[Message] | str,
+    *,
+    schema: Mapping[str, Any] | None = None,
+    **params: Any,
+) -> AnswerStream:
+    """``llm``'s answer as a stream: its own when it can stream, else one piece."""
+    if isinstance(llm, StreamingLLM):
+        return llm.stream(messages, schema=schema, **params)
+
+    async def whole() -> AsyncIterator[str | Completion]:
+        completion = await llm.complete(messages, schema=schema, **params)
+        if completion.text:
+            yield completion.text
+        yield completion
+
+    return AnswerStream(whole())
+
+
+def split_tokens(text: str, count: int) -> list[str]:
+    """``text`` cut into ``count`` pieces of (nearly) equal length, in order — how a
+    replayed answer is handed over when the recording says how many tokens it had."""
+    count = max(1, min(count, len(text)))
+    size = len(text)
+    cuts = [round(i * size / count) for i in range(count + 1)]
+    return [text[a:b] for a, b in itertools.pairwise(cuts) if b > a]
 
 
 def normalize_messages(messages: Sequence[Message] | str) -> list[dict[str, str]]:

@@ -28,16 +28,18 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from .._errors import ConfigError, LLMError, RateLimitError
 from ._base import (
+    AnswerStream,
     Completion,
     Message,
     Usage,
     UsageCounter,
+    estimate_tokens,
     normalize_messages,
     parse_json_off_loop,
 )
@@ -123,6 +125,8 @@ class OpenAILLM(UsageCounter):
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.structured_output = structured_output
+        self.streaming: bool | None = None  # None until a stream shows whether the server can
+        self.stream_usage: bool | None = None  # whether it sends usage at the end of a stream
         self.rate_limit = rate_limit
         self._headers = dict(default_headers or {})
         self._clients: dict[int, Any] = {}
@@ -202,28 +206,39 @@ class OpenAILLM(UsageCounter):
         **params: Any,
     ) -> Completion:
         msgs = normalize_messages(messages)
-        body = self.request_body(msgs, schema=schema, **params)
-        known = _create_parameters()
-        request = {k: v for k, v in body.items() if k in known}
-        others = {k: v for k, v in body.items() if k not in known}
-        if others:  # a server's own parameters (top_k, min_p...) go in the JSON body
-            request["extra_body"] = others
+        request = self._request(msgs, schema, params)
         deadline = _Deadline(self.timeout)
         try:
             response = await self._send(request, deadline)
         except _SchemaRefused:
-            self.structured_output = False
-            request.pop("response_format", None)
-            request["messages"] = _ask_for_json(msgs)
+            self._without_schema(request, msgs)
             response = await self._send(request, deadline)
         if schema is not None and "response_format" in request:
             self.structured_output = True
-        completion = self.completion_from(response)
-        self._count(completion.usage)
+        completion = self._completion(response)
         if schema is not None:
             data = await parse_json_off_loop(completion.text)
             completion = dataclasses.replace(completion, data=data)
         return completion
+
+    def stream(
+        self,
+        messages: Sequence[Message] | str,
+        *,
+        schema: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> AnswerStream:
+        """The answer as the server writes it (server-sent events).
+
+        The same request as ``complete`` (structured output, parameters, retries,
+        rate limit and one deadline for the whole answer), sent with ``stream=True``.
+        Usage comes from the server's last event where it sends one
+        (``stream_options.include_usage``), else it is estimated from the text.
+        A server that refuses streams is asked without, once, and answers in one piece
+        from then on. Retries happen only before the first piece arrives; an answer
+        that breaks off later is an ``LLMError`` saying how much had arrived.
+        """
+        return AnswerStream(self._stream(normalize_messages(messages), schema, params))
 
     def request_body(
         self,
@@ -254,6 +269,159 @@ class OpenAILLM(UsageCounter):
             body["messages"] = _ask_for_json(msgs)
         return body
 
+    def _request(
+        self, msgs: list[dict[str, str]], schema: Mapping[str, Any] | None, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``request_body`` as the ``openai`` client takes it: its own parameters by name,
+        a server's own ones (top_k, min_p...) in ``extra_body``."""
+        body = self.request_body(msgs, schema=schema, **params)
+        body.pop("stream", None)
+        known = _create_parameters() - {"stream", "stream_options"}
+        request = {k: v for k, v in body.items() if k in known}
+        others = {k: v for k, v in body.items() if k not in known}
+        if others:
+            request["extra_body"] = others
+        return request
+
+    def _without_schema(self, request: dict[str, Any], msgs: list[dict[str, str]]) -> None:
+        """The server refused json_schema: ask for JSON in words, now and from now on."""
+        self.structured_output = False
+        request.pop("response_format", None)
+        request["messages"] = _ask_for_json(msgs)
+
+    async def _stream(
+        self, msgs: list[dict[str, str]], schema: Mapping[str, Any] | None, params: dict[str, Any]
+    ) -> AsyncIterator[str | Completion]:
+        import openai
+
+        if self.streaming is False:  # this server answers in one piece
+            completion = await self.complete(msgs, schema=schema, **params)
+            if completion.text:
+                yield completion.text
+            yield completion
+            return
+        request = self._request(msgs, schema, params)
+        request["stream"] = True
+        if self.stream_usage is not False:
+            request["stream_options"] = {"include_usage": True}
+        deadline = _Deadline(self.timeout)
+        whole = False  # the server refused to stream: it answers in one piece
+        while True:
+            try:
+                response = await self._send(request, deadline, keep_slot=not whole)
+                break
+            except _SchemaRefused:
+                self._without_schema(request, msgs)
+            except _StreamOptionsRefused:
+                self.stream_usage = False
+                request.pop("stream_options", None)
+            except _StreamRefused:
+                self.streaming = False
+                whole = True
+                request.pop("stream", None)
+                request.pop("stream_options", None)
+        if schema is not None and "response_format" in request:
+            self.structured_output = True
+        if whole:
+            completion = self._completion(response)
+            if schema is not None:
+                data = await parse_json_off_loop(completion.text)
+                completion = dataclasses.replace(completion, data=data)
+            if completion.text:
+                yield completion.text
+            yield completion
+            return
+        pieces: list[str] = []
+        received = 0
+        finish: str | None = None
+        usage: Usage | None = None
+        model = ""
+        counted = False
+        silent = False  # not one event came: the server ignored "stream" (answered whole)
+        events = 0
+        limit = self.rate_limit
+        try:
+            chunks = response.__aiter__()
+            while True:
+                failure: Exception | None = None
+                try:
+                    async with asyncio.timeout(max(deadline.remaining(), 0.0)):
+                        chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    failure = LLMError(
+                        f"the LLM server at {self.host} did not finish its answer within the "
+                        f"{self.timeout:g} s timeout ({received} characters arrived)"
+                    )
+                except (openai.APIError, ValueError) as exc:  # the client wraps transport errors
+                    failure = LLMError(
+                        f"the LLM server at {self.host} broke off its answer after {received} "
+                        f"characters ({type(exc).__name__}: {self.scrub(str(exc))[:120]})",
+                        status=getattr(exc, "status_code", None),
+                    )
+                if failure is not None:
+                    raise failure
+                events += 1
+                self.streaming = True
+                model = getattr(chunk, "model", None) or model
+                raw = getattr(chunk, "usage", None)
+                if raw is not None:
+                    usage = _usage(raw)
+                choices = getattr(chunk, "choices", None) or []
+                if not choices:
+                    continue
+                choice = choices[0]
+                finish = getattr(choice, "finish_reason", None) or finish
+                text = getattr(getattr(choice, "delta", None), "content", None)
+                if text is None or text == "":
+                    continue
+                if not isinstance(text, str):
+                    raise LLMError(
+                        f"the LLM server at {self.host} streamed a piece that is not text",
+                        status=200,
+                    )
+                pieces.append(text)
+                received += len(text)
+                with deadline.paused():  # the reader's time is not the server's
+                    yield text
+            if not events:
+                silent = counted = True
+            else:
+                text = "".join(pieces)
+                if usage is None:  # the server sends none: an estimate keeps budgets honest
+                    usage = _estimated_usage(request["messages"], text)
+                self._count(usage)
+                counted = True
+                if limit is not None:
+                    limit.on_success()
+                data = await parse_json_off_loop(text) if schema is not None else None
+                yield Completion(
+                    text=text,
+                    usage=usage,
+                    model=model or self.model,
+                    data=data,
+                    finish_reason=finish,
+                )
+        finally:
+            if not counted:  # stopped early: what was asked and what arrived still cost
+                self._count(_estimated_usage(request["messages"], "".join(pieces)))
+            if limit is not None:
+                limit.release()
+            with contextlib.suppress(Exception):
+                await response.close()
+        if silent:  # asked again, without streaming
+            self.streaming = False
+            completion = await self.complete(msgs, schema=schema, **params)
+            if completion.text:
+                yield completion.text
+            yield completion
+
+    def _completion(self, response: Any) -> Completion:
+        completion = self.completion_from(response)
+        self._count(completion.usage)
+        return completion
+
     def completion_from(self, response: Any) -> Completion:
         """A ``Completion`` from the server's chat completion (the ``openai`` object);
         ``LLMError`` when it has no answer in it. Usage is not counted here."""
@@ -272,11 +440,7 @@ class OpenAILLM(UsageCounter):
                 f"the LLM server at {self.host} answered 200 with a message that is not text",
                 status=200,
             )
-        raw = getattr(response, "usage", None)
-        usage = Usage(
-            int(getattr(raw, "prompt_tokens", 0) or 0),
-            int(getattr(raw, "completion_tokens", 0) or 0),
-        )
+        usage = _usage(getattr(response, "usage", None))
         return Completion(
             text=text,
             usage=usage,
@@ -284,7 +448,12 @@ class OpenAILLM(UsageCounter):
             finish_reason=getattr(choice, "finish_reason", None),
         )
 
-    async def _send(self, request: dict[str, Any], deadline: _Deadline) -> Any:
+    async def _send(
+        self, request: dict[str, Any], deadline: _Deadline, *, keep_slot: bool = False
+    ) -> Any:
+        """The server's response, retried while the deadline allows. With ``keep_slot``
+        (a stream, still being read) the rate limit's slot stays taken: the caller
+        releases it when the answer has been read."""
         import openai
 
         attempt = 0
@@ -298,6 +467,7 @@ class OpenAILLM(UsageCounter):
             # server's text (which may echo the key) stays attached as __context__
             failure: Exception | None = None
             wait: float | None = None
+            kept = False
             budget = deadline.remaining()
             if self.attempt_timeout is not None:
                 budget = min(budget, self.attempt_timeout)
@@ -313,8 +483,9 @@ class OpenAILLM(UsageCounter):
                     self.rate_limited += 1
                     if limit is not None:
                         limit.on_rate_limited()
-                if status in (400, 422) and "response_format" in request and _mentions_schema(exc):
-                    failure = _SchemaRefused()
+                refused = _refusal(exc, request) if status in (400, 422) else None
+                if refused is not None:
+                    failure = refused
                 elif status not in RETRY_STATUS or attempt >= self.max_retries:
                     failure = self._status_error(exc, attempt + 1, wait)
                 elif self._delay(attempt, wait) >= deadline.remaining():
@@ -339,11 +510,12 @@ class OpenAILLM(UsageCounter):
                     status=getattr(exc, "status_code", 200),
                 )
             else:
-                if limit is not None:
+                if limit is not None and not keep_slot:
                     limit.on_success()
+                kept = keep_slot
                 return response
             finally:
-                if limit is not None:
+                if limit is not None and not kept:
                     limit.release()
             if failure is not None:
                 raise failure
@@ -390,6 +562,38 @@ class OpenAILLM(UsageCounter):
 
 class _SchemaRefused(Exception):
     """The server does not support json_schema response formats."""
+
+
+class _StreamOptionsRefused(Exception):
+    """The server streams, but refuses ``stream_options`` (usage in the last event)."""
+
+
+class _StreamRefused(Exception):
+    """The server does not stream answers."""
+
+
+def _refusal(exc: Any, request: Mapping[str, Any]) -> Exception | None:
+    """What a 400 says the server cannot do with this request, when it is one of ours."""
+    text = error_message_of(exc).lower()
+    if "stream_options" in request and ("stream_options" in text or "include_usage" in text):
+        return _StreamOptionsRefused()
+    if "response_format" in request and _mentions_schema(exc):
+        return _SchemaRefused()
+    if request.get("stream") and "stream" in text:
+        return _StreamRefused()
+    return None
+
+
+def _usage(raw: Any) -> Usage:
+    return Usage(
+        int(getattr(raw, "prompt_tokens", 0) or 0),
+        int(getattr(raw, "completion_tokens", 0) or 0),
+    )
+
+
+def _estimated_usage(messages: Sequence[Mapping[str, str]], text: str) -> Usage:
+    prompt = sum(estimate_tokens(m.get("content") or "") for m in messages)
+    return Usage(prompt, estimate_tokens(text))
 
 
 class _Deadline:
@@ -444,7 +648,6 @@ def _mentions_schema(exc: Any) -> bool:
 
 
 def error_message_of(exc: Any) -> str:
-    """The server's own words in an ``openai.APIStatusError`` (unscrubbed: see ``scrub``)."""
     body = getattr(exc, "body", None)
     if isinstance(body, Mapping):
         error = body.get("error", body)
@@ -456,7 +659,6 @@ def error_message_of(exc: Any) -> str:
 
 
 def retry_after_of(response: Any) -> float | None:
-    """Seconds a response's ``Retry-After`` (or ``retry-after-ms``) asks to wait, or None."""
     headers = getattr(response, "headers", None) or {}
     ms = headers.get("retry-after-ms")
     if ms:

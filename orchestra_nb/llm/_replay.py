@@ -1,7 +1,14 @@
 """Offline answers: replay a recording file, or record one from a real model.
 
 ``latency`` makes replayed answers take as long as a server's would, so demos
-show what parallelism buys without a network.
+show what parallelism buys without a network. ``tokens_per_second`` and
+``first_token`` pace a replayed answer the way a model writes one: ``stream``
+hands it over token by token (as many tokens as the recording says the answer
+had), the first after ``first_token`` seconds and then ``tokens_per_second`` of
+them a second; ``complete`` waits as long as the whole answer would take to
+write. Tokens are due at fixed times from the start, so a slow reader does not
+slow the replay down, and every token is its own piece, so the pieces do not
+depend on how busy the machine is.
 
 A recording maps a *normalized prompt* (roles kept, whitespace runs collapsed,
 plus whether JSON was asked for) to the answer the model gave, byte for byte.
@@ -26,7 +33,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +41,16 @@ from .._errors import ReplayMissError
 from .._text import shorten
 from ._base import (
     LLM,
+    AnswerStream,
     Completion,
     Message,
     Usage,
     UsageCounter,
+    estimate_tokens,
     normalize_messages,
     parse_json_off_loop,
+    split_tokens,
+    stream_answer,
 )
 
 FORMAT = "orchestra-nb-replay/1"
@@ -59,9 +70,22 @@ class ReplayLLM(UsageCounter):
         record: LLM | None = None,
         model: str | None = None,
         latency: float = 0.0,
+        tokens_per_second: float | None = None,
+        first_token: float | None = None,
     ) -> None:
+        for name, value in (
+            ("latency", latency),
+            ("tokens_per_second", tokens_per_second),
+            ("first_token", first_token),
+        ):
+            if value is not None and not (isinstance(value, int | float) and value >= 0):
+                raise ValueError(f"{name} must be seconds (or tokens a second) >= 0, not {value!r}")
+        if tokens_per_second == 0:
+            raise ValueError("tokens_per_second must be more than 0 (or None: no pacing)")
         self.path = Path(path)
         self.latency = latency  # seconds to wait before a replayed answer, as a server would
+        self.tokens_per_second = tokens_per_second
+        self.first_token = latency if first_token is None else first_token
         self.record = record
         self._entries: dict[str, dict[str, Any]] = {}
         self._file_model: str | None = None
@@ -116,21 +140,80 @@ class ReplayLLM(UsageCounter):
         schema: Mapping[str, Any] | None = None,
         **params: Any,
     ) -> Completion:
+        entry, replayed = await self._entry(messages, schema, params)
+        if replayed:
+            if self.tokens_per_second:  # as long as writing the whole answer takes
+                await asyncio.sleep(
+                    self.first_token + len(self._tokens(entry)) / self.tokens_per_second
+                )
+            elif self.latency:
+                await asyncio.sleep(self.latency)
+        return await self._completion(entry, schema)
+
+    def stream(
+        self,
+        messages: Sequence[Message] | str,
+        *,
+        schema: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> AnswerStream:
+        """The recorded answer token by token, paced by ``first_token`` and
+        ``tokens_per_second`` (see the module docstring)."""
+        return AnswerStream(self._stream(messages, schema, params))
+
+    async def _stream(
+        self, messages: Sequence[Message] | str, schema: Any, params: dict[str, Any]
+    ) -> AsyncIterator[str | Completion]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if self.record is not None and self.key_for(messages, schema) not in self._entries:
+            # recording: the model's own stream, passed on as it comes and kept whole
+            answer = stream_answer(self.record, messages, schema=schema, **params)
+            async for piece in answer:
+                yield piece
+            entry = await self._keep(self.key_for(messages, schema), messages, schema, answer)
+            yield await self._completion(entry, schema)
+            return
+        entry, replayed = await self._entry(messages, schema, params)
+        tps = self.tokens_per_second if replayed else None
+        first = self.first_token if replayed else 0.0
+        for i, token in enumerate(self._tokens(entry)):
+            due = started + first + (i / tps if tps else 0.0)
+            await asyncio.sleep(max(0.0, due - loop.time()))  # 0: still lets others run
+            yield token
+        yield await self._completion(entry, schema)
+
+    async def _entry(
+        self, messages: Sequence[Message] | str, schema: Any, params: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """The recorded entry for this prompt (recording it if allowed); and whether it
+        is replayed (so paced) rather than just recorded."""
         key = self.key_for(messages, schema)
         entry = self._entries.get(key)
-        if entry is None:
-            if self.record is None:
-                prompt = _preview(messages)
-                why = self._why_missed(messages, schema)
-                raise ReplayMissError(
-                    f"no recorded answer for {prompt!r} in {self.path}: {why}"
-                    if why
-                    else f"no recorded answer for the prompt {prompt!r} in {self.path}; "
-                    f"record it with llm='record:{self.path}' and a configured model"
-                )
-            entry = await self._record(key, messages, schema, params)
-        if self.latency and key in self._entries and self.record is None:
-            await asyncio.sleep(self.latency)
+        if entry is not None:
+            return entry, self.record is None
+        if self.record is None:
+            prompt = _preview(messages)
+            why = self._why_missed(messages, schema)
+            raise ReplayMissError(
+                f"no recorded answer for {prompt!r} in {self.path}: {why}"
+                if why
+                else f"no recorded answer for the prompt {prompt!r} in {self.path}; "
+                f"record it with llm='record:{self.path}' and a configured model"
+            )
+        return await self._record(key, messages, schema, params), False
+
+    @staticmethod
+    def _tokens(entry: Mapping[str, Any]) -> list[str]:
+        text = entry["response"]
+        usage = entry.get("usage") or {}
+        try:
+            count = int(usage.get("completion_tokens") or 0)
+        except (TypeError, ValueError):  # a hand-edited entry
+            count = 0
+        return split_tokens(text, count or estimate_tokens(text)) if text else []
+
+    async def _completion(self, entry: Mapping[str, Any], schema: Any) -> Completion:
         usage = Usage(
             **{
                 k: int(v)
@@ -195,6 +278,16 @@ class ReplayLLM(UsageCounter):
     ) -> dict[str, Any]:
         assert self.record is not None
         completion = await self.record.complete(messages, schema=schema, **params)
+        return await self._save(key, messages, schema, completion)
+
+    async def _keep(
+        self, key: str, messages: Sequence[Message] | str, schema: Any, answer: AnswerStream
+    ) -> dict[str, Any]:
+        return await self._save(key, messages, schema, answer.completion)
+
+    async def _save(
+        self, key: str, messages: Sequence[Message] | str, schema: Any, completion: Completion
+    ) -> dict[str, Any]:
         entry = {
             "key": key,
             "messages": normalize_messages(messages),

@@ -23,6 +23,16 @@ It also implements the Batch API (``batch_api=False`` makes both 404):
   replies go to the error file), ``failed`` answers none (``errors`` says why),
   ``expired`` answers the first half and puts ``batch_expired`` errors in the
   error file for the rest.
+
+A request with ``"stream": true`` gets a real streamed answer: server-sent
+events (``text/event-stream``) in HTTP/1.1 chunked encoding, one event per piece
+of the answer (``pieces``, or ``piece_chars`` characters each), ``pace`` seconds
+apart, the ``finish_reason`` on the last content event and the usage in a final
+event when the client asked for it (``stream_options.include_usage``).
+``hold_last`` keeps the last piece back until the test sets that event (or 10 s
+pass), so a test can see what the client did before the answer ended;
+``drop_after`` hangs up after that many pieces. ``streams`` logs each stream's
+progress (pieces sent, whether it ended) as the server sees it.
 """
 
 from __future__ import annotations
@@ -54,6 +64,23 @@ class Reply:
     finish_reason: str = "stop"  # "length": the answer was cut off by the token limit
     dribble: float = 0.0  # seconds between the bytes of the body (0: all at once)
     raw: str | None = None  # sent as the body as it is, whatever the status
+    # streamed answers (requests with "stream": true)
+    pieces: list[str] | None = None  # the answer's pieces, in order (default: piece_chars each)
+    piece_chars: int = 7
+    pace: float = 0.0  # seconds between pieces
+    hold_last: threading.Event | None = None  # the last piece waits for this (at most 10 s)
+    drop_after: int | None = None  # hang up after this many pieces, without ending the stream
+
+
+@dataclass
+class StreamLog:
+    """One streamed answer as the server sent it."""
+
+    request: int  # index into LLMServer.requests
+    pieces: int = 0  # sent so far
+    total: int = 0
+    ended: bool = False  # the last event ([DONE]) went out
+    holding: bool = False  # waiting for hold_last before the last piece
 
 
 def default_responder(request: dict[str, Any]) -> Reply:
@@ -123,6 +150,8 @@ class LLMServer:
         rate_window: float = 60.0,
         batch_api: bool = True,
         batch_turnaround: float = 0.0,
+        reject_stream: bool = False,
+        reject_stream_options: bool = False,
     ) -> None:
         self.responder = responder or default_responder
         self.latency = latency
@@ -142,6 +171,9 @@ class LLMServer:
         self.batch_lines: list[dict[str, Any]] = []  # chat requests answered inside batches
         self._released = threading.Event()
         self._recent: deque[float] = deque()  # times of recent chat completions (rate limit)
+        self.reject_stream = reject_stream
+        self.reject_stream_options = reject_stream_options
+        self.streams: list[StreamLog] = []
         self.hung_up = 0  # answers the client stopped reading before their end
         self.concurrency_peak = 0
         self._in_flight = 0
@@ -439,6 +471,13 @@ class LLMServer:
                         ),
                     )
                     return
+                streamed = bool(request.get("stream"))
+                if server.reject_stream_options and "stream_options" in request:
+                    self._send(400, error_body("Unrecognized request argument: stream_options"))
+                    return
+                if server.reject_stream and streamed:
+                    self._send(400, error_body("stream is not supported by this server"))
+                    return
                 reply = server.reply_to(request)
                 time.sleep(server.latency + reply.delay)
                 if reply.raw is not None:
@@ -459,7 +498,76 @@ class LLMServer:
                     self._send(reply.status, body, reply.headers)
                     return
                 body = server.completion_body(request, reply, len(server.requests))
+                if streamed:
+                    self._stream(request, reply, body["choices"][0]["message"]["content"],
+                                 body["usage"])  # fmt: skip
+                    return
                 self._send(200, body, reply.headers, dribble=reply.dribble)
+
+            def _stream(
+                self, request: dict[str, Any], reply: Reply, content: str, usage: dict[str, int]
+            ) -> None:
+                size = max(1, reply.piece_chars)
+                pieces = reply.pieces
+                if pieces is None:
+                    pieces = [content[i : i + size] for i in range(0, len(content), size)]
+                with server._lock:
+                    index = next(i for i, r in enumerate(server.requests) if r is request)
+                    log = StreamLog(request=index, total=len(pieces))
+                    server.streams.append(log)
+                head = {
+                    "id": f"chatcmpl-{len(server.requests)}",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": request.get("model", "test-model"),
+                }
+
+                def event(choices: list[dict[str, Any]], **more: Any) -> bytes:
+                    data = json.dumps({**head, "choices": choices, **more})
+                    return f"data: {data}\n\n".encode()
+
+                def delta(text: str | None, finish: str | None = None) -> dict[str, Any]:
+                    content_delta = {} if text is None else {"content": text}
+                    return {"index": 0, "delta": content_delta, "finish_reason": finish}
+
+                try:
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("transfer-encoding", "chunked")
+                    self.send_header("cache-control", "no-cache")
+                    for key, value in reply.headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    first = {"index": 0, "delta": {"role": "assistant", "content": ""},
+                             "finish_reason": None}  # fmt: skip
+                    self._chunk(event([first]))
+                    for i, piece in enumerate(pieces):
+                        if reply.drop_after is not None and i >= reply.drop_after:
+                            self.close_connection = True
+                            self.wfile.flush()
+                            return
+                        if i == len(pieces) - 1 and reply.hold_last is not None:
+                            log.holding = True
+                            reply.hold_last.wait(10)
+                            log.holding = False
+                        elif i and reply.pace:
+                            time.sleep(reply.pace)
+                        self._chunk(event([delta(piece)]))
+                        log.pieces = i + 1
+                    self._chunk(event([delta(None, reply.finish_reason)]))
+                    if (request.get("stream_options") or {}).get("include_usage"):
+                        self._chunk(event([], usage=usage))
+                    self._chunk(b"data: [DONE]\n\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                    log.ended = True
+                except (BrokenPipeError, ConnectionResetError):
+                    with server._lock:
+                        server.hung_up += 1
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
 
             def _send(
                 self,
