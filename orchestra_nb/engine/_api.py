@@ -26,7 +26,7 @@ from ._gates import Approve
 from ._options import RunOptions
 from ._progress import ProgressBar, wants_bar
 from ._records import RunRecords, load_record
-from ._revisions import Replanner, Revision, RevisionRequest
+from ._revisions import Replanner, RevisionRequest, revisions_from_header
 from ._run import Run
 from ._state import RunState
 
@@ -360,7 +360,7 @@ async def start_resume(
         carried=Carried(
             tasks=record.tasks,
             created=header.get("created"),
-            revisions=tuple(Revision.from_record(r) for r in header.get("revisions") or ()),
+            revisions=tuple(revisions_from_header(header.get("revisions"))),
         ),
         approve=header.get("approve"),
         progress=progress,
@@ -530,4 +530,7 @@ async def rollback(
     llm_source = (
         {str(k): printable(str(v)) for k, v in source.items()} if isinstance(source, dict) else None
     )
-    return Run(graph, live, options=options, store_spec=store, llm_source=llm_source)
+    revisions = revisions_from_header(header.get("revisions"))
+    return Run(
+        graph, live, options=options, store_spec=store, llm_source=llm_source, revisions=revisions
+    )

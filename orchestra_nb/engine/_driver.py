@@ -114,11 +114,11 @@ class Driver:
         self.approvals = Approvals(self, timeout=options.approval_timeout)
         self.replanning = Replanning(
             self,
-            replanner=replanner if options.on_failure == "replan" else None,
+            replanner=replanner,  # run.replan(id) works whatever on_failure says
+            automatic=options.on_failure == "replan",
             max_replans=options.max_replans,
             past=list(self.carried.revisions),
         )
-        self.manual_replanner = replanner  # run.replan(id) works whatever on_failure says
         self.growing = growing  # the plan is still being written: do not end when idle
         self.admission = admission
         self.growth = Growth(self)
@@ -202,13 +202,16 @@ class Driver:
                 self.reject_task(tid, f"rejected: {reason}" if reason else "rejected")
         self.prepared.set()
 
-    async def stored_results(self, keys: Mapping[str, str]) -> list[str]:
-        """Tasks among ``keys`` whose results the store (or the run being continued)
-        has; their results go into the run's state."""
+    async def stored_results(
+        self, keys: Mapping[str, str], *, into_state: bool = True
+    ) -> dict[str, Any]:
+        """Results the store (or the run being continued) has for tasks among ``keys``
+        (id -> value); they go into the run's state unless ``into_state`` is false."""
         wanted = {tid: k for tid, k in keys.items() if tid not in self._forced}
         found = await self.records.stored(wanted, carried=self.carried.results)
-        self.state.results.update(found)
-        return list(found)
+        if into_state:
+            self.state.results.update(found)
+        return found
 
     def build_scheduler(self, graph: TaskGraph, completed: Iterable[str]) -> Scheduler:
         """A scheduler for ``graph`` with ``completed`` done, gates and limits applied."""
