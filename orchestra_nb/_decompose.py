@@ -131,7 +131,7 @@ async def decompose(
     if max_continuations < 0:
         raise ValueError("max_continuations must be 0 or more")
     model = llm_from_spec(llm)
-    described = _describe_functions(functions)
+    described = describe_functions(functions)
     messages = planning_messages(
         goal, max_tasks=max_tasks, min_tasks=min_tasks, functions=described, context=context
     )
@@ -150,9 +150,11 @@ async def decompose(
                     f"the answer was still cut off by the length limit after "
                     f"{max_continuations} continuation(s): write fewer or shorter subtasks"
                 )
-            plan = answer if answer.strip() or not _is_plan(completion.data) else completion.data
+            plan = (
+                answer if answer.strip() or not is_plan_data(completion.data) else completion.data
+            )
             graph = await asyncio.to_thread(_read_plan, plan, goal.strip(), max_tasks)
-            _check_functions(graph, described)
+            check_functions(graph, described)
             if len(graph) > max_tasks:
                 raise PlanError(f"the plan has {len(graph)} subtasks; use at most {max_tasks}")
             return graph
@@ -160,7 +162,7 @@ async def decompose(
             last_error = exc
             messages = [
                 *messages,
-                {"role": "assistant", "content": _echo(answer)},
+                {"role": "assistant", "content": echo_answer(answer)},
                 {
                     "role": "user",
                     "content": f"That plan cannot be used: {exc}. "
@@ -221,7 +223,8 @@ def _read_plan(answer: Any, goal: str, max_tasks: int) -> TaskGraph:
     return TaskGraph.from_plan(answer, goal=goal, max_tasks=max_tasks)
 
 
-def _echo(answer: str) -> str:
+def echo_answer(answer: str) -> str:
+    """An unusable answer as shown back to the model: bounded."""
     if len(answer) <= _ECHO_CHARS:
         return answer
     return answer[:_ECHO_CHARS] + f"\n…[{len(answer) - _ECHO_CHARS} more characters not shown]"
@@ -262,11 +265,13 @@ def _explain_miss(
     )
 
 
-def _is_plan(data: Any) -> bool:
+def is_plan_data(data: Any) -> bool:
+    """Whether structured output holds something a plan could be read from."""
     return isinstance(data, dict | list) and bool(data)
 
 
-def _describe_functions(functions: Mapping[str, str] | Iterable[str] | None) -> dict[str, str]:
+def describe_functions(functions: Mapping[str, str] | Iterable[str] | None) -> dict[str, str]:
+    """Function name -> its one-line summary, as a planning prompt offers them."""
     if functions is None:
         return {}
     if isinstance(functions, Mapping):
@@ -281,7 +286,8 @@ def _describe_functions(functions: Mapping[str, str] | Iterable[str] | None) -> 
     return out
 
 
-def _check_functions(graph: TaskGraph, functions: Mapping[str, str]) -> None:
+def check_functions(graph: TaskGraph, functions: Mapping[str, str]) -> None:
+    """``PlanError`` naming a python task whose function was not offered."""
     for tid, task in graph.tasks.items():
         if task.kind == "python" and (task.function or tid) not in functions:
             offered = ", ".join(sorted(functions)) or "none"

@@ -218,10 +218,9 @@ async def test_replanning_with_a_real_llm_client_on_loopback():
     good = {"subtasks": [t.to_dict() for t in revised().tasks.values()]}
     cyclic = {
         "subtasks": [
-            {"id": "data", "name": "Collect data", "kind": "python", "function": "collect",
-             "dependencies": ["table"]},
             {"id": "table", "name": "Table", "kind": "python", "function": "table",
-             "dependencies": ["data"]},
+             "dependencies": ["data", "report"]},
+            {"id": "report", "name": "Report", "kind": "report", "dependencies": ["table"]},
         ]
     }  # fmt: skip
     with LLMServer() as server:
@@ -236,7 +235,7 @@ async def test_replanning_with_a_real_llm_client_on_loopback():
     assert len(asked) == 2
     first_prompt = asked[0]["messages"][-1]["content"]
     assert "the chart library is not installed" in first_prompt
-    assert '"chart"' in first_prompt and "Finished steps" in first_prompt
+    assert '"chart"' in first_prompt and "- data (Collect data): [ 3, 1, 2 ]" in first_prompt
     assert "cycle" in asked[1]["messages"][-1]["content"]  # the re-prompt names the defect
 
 
