@@ -25,7 +25,7 @@ them to an ``Executor`` (local threads, or a ``DaskExecutor`` given by the user)
 """
 
 from ._api import history, new_run_id, resume, rollback, run, start, start_resume
-from ._gates import Admission, record_decision
+from ._gates import Admission, parse_approve, record_decision
 from ._options import MODES, RunOptions
 from ._orchestrator import Orchestrator
 from ._revisions import Revision, RevisionRequest
@@ -43,6 +43,7 @@ __all__ = [
     "RunOptions",
     "history",
     "new_run_id",
+    "parse_approve",
     "record_decision",
     "resume",
     "rollback",

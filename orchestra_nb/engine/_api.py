@@ -336,6 +336,7 @@ async def start_resume(
             run_id=previous.id,
             carried=carried,
             approve=previous.gates,
+            replanner=previous.replanner,
             progress=progress,
             on_event=on_event,
             signing_key=signing_key,

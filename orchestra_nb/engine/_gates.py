@@ -20,8 +20,8 @@ status is ``awaiting_approval``. Then one of:
   ("approval timed out after N s"): it and its descendants are
   skipped, or a revision is asked for with ``on_failure="replan"``.
 
-A task approved in this run stays approved when a revision keeps it unchanged;
-a revision that changes it asks again.
+A task approved (or rejected) in this run stays so when a revision keeps it
+unchanged; a revision that changes it asks again.
 
 The waiting state is written to the run's task records as it happens, so after
 a kernel restart ``resume`` shows the same tasks awaiting approval.
@@ -94,6 +94,19 @@ def check_approve(graph: TaskGraph, approve: Approve) -> Approve:
     return ids
 
 
+def parse_approve(text: str) -> str | list[str]:
+    """``approve`` as a person types it (``--approve``): ``all``, a kind, or task ids
+    separated by commas. ``RunError`` for an empty one; ids are checked against the
+    plan when the run starts."""
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    if not words:
+        kinds = ", ".join(KINDS)
+        raise RunError(f"approve needs 'all', a kind ({kinds}) or task ids separated by commas")
+    if len(words) == 1 and (words[0] == "all" or words[0] in KINDS):
+        return words[0]
+    return words
+
+
 def approve_record(approve: Approve) -> str | list[str] | None:
     """``approve`` as the run header keeps it (a predicate cannot be kept: resume then
     relies on the plan fields and the recorded waiting states)."""
@@ -160,6 +173,7 @@ class Approvals:
         # approved in this run (also ahead of time), as the task was when approved: a
         # revision that keeps the task as it is does not ask again
         self.approved: dict[str, Task] = {}
+        self.rejected: dict[str, Task] = {}  # likewise: a revision keeping one keeps its "no"
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._watcher: asyncio.Task[None] | None = None
 
@@ -178,6 +192,8 @@ class Approvals:
         driver = self.driver
         assert driver.sched is not None
         for tid in driver.sched.take_held():
+            if driver.sched.state(tid) != "held":
+                continue  # cancelled since it was held (a revision kept a rejection)
             self.waiting.add(tid)
             data = {"reason": reason} if reason else None
             driver.state.set_status(tid, "awaiting_approval", data=data)
@@ -266,6 +282,7 @@ class Approvals:
         if status != "awaiting_approval" and not (status == "pending" and gated):
             raise RunError(f"task {tid!r} is not awaiting approval ({status})")
         self._forget(tid)
+        self.rejected[tid] = driver.graph.tasks[tid]
         driver.reject_task(tid, f"rejected: {reason}" if reason else "rejected")
 
     def _expired(self, tid: str) -> None:

@@ -376,9 +376,19 @@ class Replanning:
         completed = [tid for tid in revised.tasks if tid in state.results]
         driver.use_graph(revised, forget_forced=set(old.tasks))
         driver.approvals.reset()
-        driver.sched = driver.build_scheduler(revised, completed)
+        sched = driver.sched = driver.build_scheduler(revised, completed)
         done_before = {t for t in completed if state.status.get(t) in ("done", "cached")}
+        still_rejected = set()  # a person said no to this very task: it stays skipped
+        for tid, task in driver.approvals.rejected.items():
+            if revised.tasks.get(tid) == task and state.status.get(tid) == "skipped":
+                still_rejected.add(tid)
+                for other in sched.cancel(tid):
+                    still_rejected.add(other)
+                    if state.status[other] != "skipped":
+                        driver.finish(other, "skipped", error=f"{tid!r} was rejected")
         for tid in revised.tasks:
+            if tid in still_rejected:
+                continue
             if tid in completed and tid not in done_before:
                 driver.finish(tid, "cached", record=False)
             elif tid not in completed and state.status[tid] != "pending":

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..store import ResultStore
     from ._driver import Driver
     from ._options import RunOptions
-    from ._revisions import Revision
+    from ._revisions import Replanner, Revision
     from ._state import Progress, RunState
 
 log = logging.getLogger("orchestra_nb")
@@ -284,6 +284,11 @@ class Run:
         if self._driver is None or self._driver.replanning.proposed is None:
             return None
         return self._driver.replanning.proposed[0]
+
+    @property
+    def replanner(self) -> Replanner | None:
+        """What makes this run's revisions (its LLM's, or the one given); None without."""
+        return self._driver.replanning.replanner if self._driver is not None else None
 
     def replan(self, task_id: str, reason: str | None = None) -> None:
         """Ask for a revised plan now, because of ``task_id`` (a failed task, say)."""
