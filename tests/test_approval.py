@@ -276,3 +276,19 @@ async def test_edit_then_approve_does_not_count_as_a_replan():
     run.edit_then_approve("b", description="changed")
     await run
     assert run.ok and [r.source for r in run.revisions] == ["edit"]
+
+
+async def test_a_cancelled_run_keeps_its_waiting_tasks_for_a_later_decision(tmp_path):
+    url = f"sqlite:///{tmp_path}/cancel.db"
+    log = Log()
+    run = onb.start(plan(), runner=log, store=url, approve=["b"], run_id="r-stop")
+    await until(lambda: run.awaiting_approval == ["b"], "b to wait")
+    await until(lambda: run.status["s2"] == "done", "the other branch")
+    run.cancel()
+    await run
+    assert run.state == "cancelled" and run.status["b"] == "cancelled"
+    store = open_store(url)
+    await record_decision(store, "r-stop", "b", approved=True)  # the run is stopped
+    await store.close()
+    again = await onb.resume("r-stop", runner=log, store=url)
+    assert again.ok and log.calls.count("b") == 1 and log.calls.count("a") == 1

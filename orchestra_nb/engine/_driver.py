@@ -416,7 +416,10 @@ class Driver:
         if self.sched is not None:
             for tid in self.sched.cancel_all():
                 self._stop(tid)
-                self.finish(tid, "cancelled", error=reason)
+                # a task awaiting approval keeps waiting in the record: a decision made
+                # while the run is stopped (orchestra-nb approve) applies on resume
+                waiting = self.state.status.get(tid) == "awaiting_approval"
+                self.finish(tid, "cancelled", error=reason, record=not waiting)
         self._resolve_finished()
 
     def _stop(self, tid: str) -> None:

@@ -146,6 +146,8 @@ async def record_decision(
     if record is None:
         raise RunError(f"no run {run_id!r} in the store {store.url}")
     entry = record.tasks.get(task_id)
+    if entry is None and task_id not in (record.header.get("keys") or {}):
+        raise RunError(f"run {run_id!r} has no task {task_id!r}")
     if entry is None or entry.get("status") != "awaiting_approval":
         waiting = sorted(still_awaiting(record.tasks))
         now = f"; awaiting approval: {', '.join(waiting)}" if waiting else ""
