@@ -15,6 +15,7 @@ SCRIPTS = [
     "widget.py",
     "dask_bench.py",
     "parse.py",
+    "replan.py",
 ]
 
 if __name__ == "__main__":
