@@ -17,6 +17,7 @@ SCRIPTS = [
     "dask_bench.py",
     "parse.py",
     "streaming.py",
+    "replan.py",
 ]
 
 if __name__ == "__main__":

@@ -189,7 +189,7 @@ class Planner:
         self.max_attempts = max_attempts
         self.max_tasks = max_tasks
         self.max_continuations = max_continuations
-        self.functions = _describe_functions(functions)
+        self.functions = describe_functions(functions)
         self.messages = planning_messages(
             goal, max_tasks=max_tasks, min_tasks=min_tasks, functions=self.functions,
             context=context,
@@ -218,9 +218,9 @@ class Planner:
                         f"{self.max_continuations} continuation(s): write fewer or shorter "
                         "subtasks"
                     )
-                plan = answer if answer.strip() or not _is_plan(data) else data
+                plan = answer if answer.strip() or not is_plan_data(data) else data
                 graph = await asyncio.to_thread(_read_plan, plan, self.goal, self.max_tasks)
-                _check_functions(graph.tasks.values(), self.functions)
+                check_functions(graph.tasks.values(), self.functions)
                 if len(graph) > self.max_tasks:
                     raise PlanError(
                         f"the plan has {len(graph)} subtasks; use at most {self.max_tasks}"
@@ -239,7 +239,7 @@ class Planner:
                     await watcher.unusable(exc)
                 messages = [
                     *messages,
-                    {"role": "assistant", "content": _echo(answer)},
+                    {"role": "assistant", "content": echo_answer(answer)},
                     {
                         "role": "user",
                         "content": f"That plan cannot be used: {exc}. "
@@ -337,7 +337,7 @@ class _StreamedPlan:
                 f"the plan has more than {planner.max_tasks} subtasks; "
                 f"use at most {planner.max_tasks}"
             )
-        _check_functions(fresh, planner.functions)
+        check_functions(fresh, planner.functions)
         self.handed.update((t.id, t) for t in fresh)
         await self.watcher.tasks(fresh)
 
@@ -454,17 +454,20 @@ def _read_plan(answer: Any, goal: str, max_tasks: int) -> TaskGraph:
     return TaskGraph.from_plan(answer, goal=goal, max_tasks=max_tasks)
 
 
-def _echo(answer: str) -> str:
+def echo_answer(answer: str) -> str:
+    """An unusable answer as shown back to the model: bounded."""
     if len(answer) <= _ECHO_CHARS:
         return answer
     return answer[:_ECHO_CHARS] + f"\n…[{len(answer) - _ECHO_CHARS} more characters not shown]"
 
 
-def _is_plan(data: Any) -> bool:
+def is_plan_data(data: Any) -> bool:
+    """Whether structured output holds something a plan could be read from."""
     return isinstance(data, dict | list) and bool(data)
 
 
-def _describe_functions(functions: Mapping[str, str] | Iterable[str] | None) -> dict[str, str]:
+def describe_functions(functions: Mapping[str, str] | Iterable[str] | None) -> dict[str, str]:
+    """Function name -> its one-line summary, as a planning prompt offers them."""
     if functions is None:
         return {}
     if isinstance(functions, Mapping):
@@ -479,7 +482,8 @@ def _describe_functions(functions: Mapping[str, str] | Iterable[str] | None) -> 
     return out
 
 
-def _check_functions(tasks: Iterable[Task], functions: Mapping[str, str]) -> None:
+def check_functions(tasks: Iterable[Task], functions: Mapping[str, str]) -> None:
+    """``PlanError`` naming a python task whose function was not offered."""
     for task in tasks:
         tid = task.id
         if task.kind == "python" and (task.function or tid) not in functions:

@@ -25,6 +25,10 @@ When the LLM's answers were replayed from a recording (no model ran), both
 reports say so at the top, name the file, and call the token counts replayed:
 a reader must never mistake example answers for a model's work. Both end with
 an appendix of tokens and cost per task and in total (``cost_appendix``).
+
+A run whose plan changed while it ran (replanned after a failure, or edited by a
+person before approving a step) ends its report with an appendix listing every
+revision: why, the tasks added, removed and changed, and its outcome.
 """
 
 from __future__ import annotations
@@ -192,9 +196,9 @@ def export_run(run: Run, directory: str | Path) -> dict[str, Path]:
     notice = replay_notice(run)
     if notice:
         report = f"> {notice}\n\n{report}"
-    appendix = cost_appendix(run)
-    if appendix:
-        report = f"{report.rstrip()}\n\n{appendix}"
+    for appendix in (revision_appendix(run), cost_appendix(run)):
+        if appendix:
+            report = f"{report.rstrip()}\n\n{appendix}"
     _write_atomic(out / "report.md", _text(report))
     written["report.md"] = out / "report.md"
     svg = render_svg(run.graph, run.status, legend=True) if dot_available() else ""
@@ -204,6 +208,46 @@ def export_run(run: Run, directory: str | Path) -> dict[str, Path]:
     _write_atomic(out / "report.html", _text(_html(run, report, svg)))
     written["report.html"] = out / "report.html"
     return written
+
+
+_SOURCES = {"replan": "replanned after a failure", "edit": "edited by a person"}
+_MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]{}<>#|!~"})
+
+
+def revision_appendix(run: Run) -> str:
+    """The report's appendix on how the plan changed while it ran ("" when it did not).
+
+    Reasons and details come from errors and LLM answers: they are shown as plain
+    text on one line each (Markdown characters escaped)."""
+    revisions = run.revisions
+    if not revisions:
+        return ""
+    names = {tid: t.name for tid, t in run.graph.tasks.items()}
+    lines = ["---", "", "## Appendix: revisions of the plan", ""]
+    for r in revisions:
+        source = _SOURCES.get(r.source, _plain(r.source))
+        outcome = _plain(r.outcome) + (f": {_plain(r.detail)}" if r.detail else "")
+        lines.append(f"**Revision {r.number}** ({source}) — {outcome}")
+        lines.append("")
+        lines.append(f"- reason: {_plain(r.reason)}")
+        for label, ids in (("added", r.added), ("removed", r.removed), ("changed", r.changed)):
+            shown = ", ".join(_task_ref(tid, names) for tid in ids) or "none"
+            lines.append(f"- {label}: {shown}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _task_ref(tid: str, names: dict[str, str]) -> str:
+    name = names.get(tid)
+    ref = f"`{tid}`" if "`" not in tid else _plain(tid)
+    return f"{ref} ({_plain(name)})" if name and name != tid else ref
+
+
+def _plain(text: str, limit: int = 500) -> str:
+    """Text from an error or an LLM answer as plain Markdown text on one line."""
+    from ._text import shorten
+
+    return shorten(text, limit).translate(_MARKDOWN_SPECIAL)
 
 
 def result_stems(ids: Iterable[str]) -> dict[str, str]:

@@ -195,6 +195,7 @@ def _parser() -> _Parser:
         "(--no-stream: plan first, then run)",
     )
     _cost_options(run)
+    _gate_options(run)
 
     resume = command("resume", "finish a recorded run that was interrupted")
     resume.add_argument("run_id", help="the run's id (see: orchestra-nb runs)")
@@ -234,6 +235,17 @@ def _parser() -> _Parser:
     )
     estimate.add_argument("--no-cache", action="store_true", help="as if nothing were cached")
     _prices_option(estimate)
+
+    for verb, text in (
+        ("approve", "approve a task awaiting approval in a run, running or stopped"),
+        ("reject", "reject a task awaiting approval (it and its descendants are skipped)"),
+    ):
+        decide = command(verb, text)
+        decide.add_argument("run_id", help="the run's id (see: orchestra-nb runs)")
+        decide.add_argument("task", help="the id of the task awaiting approval")
+        _store_option(decide, "the store holding the run")
+        if verb == "reject":
+            decide.add_argument("--reason", help="why (kept in the run's record)")
 
     report = command("report", "write a recorded run's report, results and plan")
     report.add_argument("run_id", help="the run's id (see: orchestra-nb runs)")
@@ -303,6 +315,36 @@ def _function_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="FILE.py",
         help="a Python file whose @task_function functions python tasks may use (repeatable)",
+    )
+
+
+def _gate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--approve",
+        metavar="WHAT",
+        help="tasks that wait for a person before they start: all, a kind (llm, python, "
+        "report) or task ids separated by commas; with a terminal attached you are asked, "
+        "otherwise the command to approve from another terminal is printed",
+    )
+    parser.add_argument(
+        "--approval-timeout",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        help="reject a task (or revised plan) nobody decided on within this time",
+    )
+    parser.add_argument(
+        "--on-failure",
+        choices=("skip", "replan"),
+        default="skip",
+        help="when a task fails for good: skip its descendants, or ask the LLM for a revised "
+        "plan of what is not finished and go on with it",
+    )
+    parser.add_argument(
+        "--max-replans",
+        metavar="N",
+        type=_at_least(0),
+        default=2,
+        help="most revised plans a run goes on with (--on-failure replan)",
     )
 
 
@@ -478,6 +520,7 @@ class _Session:
     planning: bool = False
     replayed: bool = False
     bars: list[Any] = field(default_factory=list)
+    consoles: list[Any] = field(default_factory=list)
 
 
 def _make_llm(args: argparse.Namespace) -> Any:
@@ -549,10 +592,11 @@ async def _run(session: _Session) -> int:
     if args.goal is not None:
         _check_goal(args.goal)
     graph = _read_plan(args.plan) if args.plan else None
+    approve = _approve_option(args.approve, graph)
     functions = _load_functions(args.functions)
     llm = None
     if graph is not None:
-        if any(t.kind == "llm" for t in graph.tasks.values()):
+        if args.on_failure == "replan" or any(t.kind == "llm" for t in graph.tasks.values()):
             llm = _make_llm(args)
     else:
         llm = _make_llm(args)
@@ -595,6 +639,10 @@ async def _run(session: _Session) -> int:
         llm_batch=args.batch,
         budget=args.budget,
         log=args.log,
+        approve=approve,
+        approval_timeout=args.approval_timeout,
+        on_failure=args.on_failure,
+        max_replans=args.max_replans,
     )
     return await _follow(session, run)
 
@@ -660,10 +708,54 @@ async def _plan_and_run(session: _Session, llm: Any) -> int:
         budget=args.budget,
         log=args.log,
         llm_batch=args.batch,
+        approve=_approve_option(args.approve, None),
+        approval_timeout=args.approval_timeout,
+        on_failure=args.on_failure,
+        max_replans=args.max_replans,
         progress=False,
         on_run=lambda run: _watch(session, run),
     )
     return await _until_done(session, running)
+
+
+def _approve_option(text: str | None, graph: TaskGraph | None) -> str | list[str] | None:
+    """``--approve`` read, and checked against the plan when there is one already."""
+    from .engine import parse_approve
+
+    if text is None:
+        return None
+    try:
+        approve = parse_approve(text)
+    except OrchestraError as exc:
+        raise UsageError(f"--approve: {exc}") from None
+    if graph is not None and isinstance(approve, list):
+        unknown = [tid for tid in approve if tid not in graph]
+        if unknown:
+            raise UsageError(f"--approve names unknown task(s): {', '.join(unknown)}")
+    return approve
+
+
+async def _decide(session: _Session) -> int:
+    """``approve`` / ``reject``: write the decision into the run's record."""
+    from .engine import record_decision
+    from .store import open_store
+
+    args = session.args
+    approved = args.command == "approve"
+    store = open_store(_existing_store(args.store))
+    try:
+        await record_decision(
+            store, args.run_id, args.task, approved=approved, reason=getattr(args, "reason", None)
+        )
+    finally:
+        await store.close()
+    verb = "approved" if approved else "rejected"
+    run_id, task = printable(args.run_id, one_line=True), printable(args.task, one_line=True)
+    _say(
+        f"{verb} {task} of run {run_id}: a running run acts on it within a second or two; "
+        f"a stopped one when resumed"
+    )
+    return 0
 
 
 async def _resume(session: _Session) -> int:
@@ -694,11 +786,21 @@ async def _follow(session: _Session, run: Run) -> int:
 
 def _watch(session: _Session, run: Run) -> None:
     """Follow this run from now on (a streamed plan asked for again starts another)."""
+    from ._console import RunConsole
     from .engine._progress import ProgressBar
 
     session.run = run
-    session.bars.append(
-        ProgressBar(run, tokens_label="replayed tokens" if session.replayed else "tokens")
+    bar = ProgressBar(run, tokens_label="replayed tokens" if session.replayed else "tokens")
+    session.bars.append(bar)
+    session.consoles.append(
+        RunConsole(
+            run,
+            write=bar.write,
+            decide_elsewhere=lambda tid: _decide_command(session, tid),
+            stdin_fd=_answers_from(run),
+            pause=bar.pause,
+            resume=bar.resume,
+        )
     )
 
 
@@ -774,14 +876,21 @@ def _finish(session: _Session, out: Path | None) -> int:
     _say(_summary(run, session.replayed))
     if run.error:
         _say(f"  {printable(cli_hint(run.error), one_line=True)}")
-    failures: dict[str, list[str]] = {}  # reason -> tasks: one line per distinct reason
+    rejected = {e.task_id for e in run.events if e.kind == "rejected"}
+    failures: dict[tuple[str, str], list[str]] = {}  # one line per outcome and reason
     for tid, error in run.errors.items():
-        if run.status.get(tid) == "failed":
-            failures.setdefault(printable(cli_hint(error), one_line=True), []).append(tid)
-    for reason, tids in failures.items():
+        status = run.status.get(tid)
+        if status == "failed" or (status == "skipped" and tid in rejected):
+            what = "failed" if status == "failed" else "not run"
+            reason = printable(cli_hint(error), one_line=True)
+            failures.setdefault((what, reason), []).append(tid)
+    for (what, reason), tids in failures.items():
         shown = ", ".join(printable(tid, one_line=True) for tid in tids[:3])
         more = f" and {len(tids) - 3} more" if len(tids) > 3 else ""
-        _say(f"  failed {shown}{more}: {reason}")
+        _say(f"  {what} {shown}{more}: {reason}")
+    if run.revisions:
+        applied = sum(r.outcome == "applied" for r in run.revisions)
+        _say(f"  plan revised {applied} time(s) ({len(run.revisions)} revision(s) asked for)")
     if out is not None:
         _print_written(export_run(run, out))
     if not run.ok:
@@ -798,6 +907,34 @@ def _print_written(written: dict[str, Path]) -> None:
     results = [path for name, path in written.items() if name.startswith("results/")]
     if results:
         _say(f"results: {results[0].parent}{'/'} ({len(results)} files)")
+
+
+def _answers_from(run: Run) -> int | None:
+    """The terminal to ask a person at (stdin, when it is one and the run has gates)."""
+    gated = run.gates is not None or any(t.approval for t in run.graph.tasks.values())
+    stdin = sys.stdin
+    try:
+        if gated and stdin is not None and stdin.isatty():
+            return stdin.fileno()
+    except (OSError, ValueError):  # a replaced stdin without a file descriptor
+        pass
+    return None
+
+
+def _decide_command(session: _Session, task_id: str) -> str:
+    """The command that approves ``task_id`` of the session's run from another terminal."""
+    import shlex
+
+    from .store import redact, scheme_of
+
+    store = getattr(session.args, "store", None)
+    if store and scheme_of(store) == "memory":
+        return "none with --store memory:// (no other process sees this run)"
+    run_id = session.run.id if session.run is not None else "RUN_ID"
+    parts = [PROG, "approve", run_id, task_id]
+    if store:
+        parts += ["--store", redact(store)]
+    return printable(shlex.join(parts), one_line=True)
 
 
 def _resume_hint(session: _Session) -> str:
@@ -836,6 +973,8 @@ def _resume_command(session: _Session) -> str:
 
 
 def _interrupted(session: _Session) -> int:
+    for console in session.consoles:
+        console.close()
     for bar in session.bars:
         bar.close()
     run = session.run
@@ -856,6 +995,8 @@ _COMMANDS = {
     "report": _report,
     "runs": _runs,
     "estimate": _estimate,
+    "approve": _decide,
+    "reject": _decide,
 }
 
 # Library hints are written for Python callers; the CLI says the same with its flags.

@@ -16,6 +16,7 @@ import re
 
 QUICKSTART_GOAL = "Write a one-page briefing on heat pumps for a city council"
 MARKET_GOAL = "Write a market research report on solid-state batteries for EV makers"
+PRICES_GOAL = "Write a market and price report on solid-state batteries for EV makers"
 
 QUICKSTART_PLAN = """Sure — here is a plan for the briefing. Steps 1 and 2 can start at once.
 
@@ -108,6 +109,25 @@ summary and the report come last.
 ]}
 ```"""
 
+# notebook 06: the price survey failed (the data broker is down); the rest of the plan
+REPLAN_PRICES = """The data broker is down, so buying the survey again now would fail the \
+same way. The competitor table you already loaded has each developer's cell cost, so \
+estimate prices from it instead. The remaining steps:
+
+```json
+{"subtasks": [
+  {"id": "task_6", "name": "Prices from public data", "kind": "llm",
+   "description": "Estimate cell prices per developer from the competitor table (USD/kWh at pilot scale) and how they fall to 2030.",
+   "dependencies": ["task_1"], "estimated_time": "10 minutes"},
+  {"id": "task_4", "name": "Pricing and recommendations", "kind": "llm",
+   "description": "From the market size and the prices, write three recommendations for EV makers.",
+   "dependencies": ["task_2", "task_6"]},
+  {"id": "task_5", "name": "Solid-state batteries: market and prices", "kind": "report",
+   "description": "Market and price report (illustrative data).",
+   "dependencies": ["task_2", "task_6", "task_4"]}
+]}
+```"""
+
 STEPS: dict[str, str] = {
     "How heat pumps work": """\
 A heat pump moves heat instead of making it. An **air-source** unit pulls warmth from outdoor \
@@ -197,6 +217,26 @@ fast charging, and supply of lithium metal and sulfide precursors.
 
 **Opportunities:** a safety and range story premium buyers pay for, smaller packs for the \
 same range, and early supply agreements while capacity is scarce.""",
+    "Prices from public data": """\
+## Prices from public data
+
+Pilot-scale cells cost **140–210 USD/kWh** in the competitor table: CATL is cheapest \
+(140), ProLogium next (160), and the sulfide developers dearest (Toyota 210, Solid \
+Power 200). These are pilot-line figures; scaling lines past 10 GWh should bring them \
+down by roughly a third by 2030, to about **100–130 USD/kWh** — near today's lithium-ion.
+
+*Estimated from published pilot costs, not from quotes: treat them as ranges.*""",
+    "Pricing and recommendations": """\
+## Pricing and recommendations
+
+Demand grows about 40-fold to ~72 GWh by 2030 while pilot prices sit 40–110 % above \
+lithium-ion.
+
+1. **Buy early capacity from the cheapest scaler** (CATL-class pricing, 140 USD/kWh) for a \
+first premium model.
+2. **Pay the sulfide premium only where density matters** — long-range flagships.
+3. **Revisit prices with real quotes in 2027**, when lines pass 10 GWh and prices approach \
+parity.""",
     "Executive summary": """\
 ## Executive summary
 
@@ -221,9 +261,17 @@ def plan_for(goal: str, *, with_functions: bool = True) -> str:
     raise KeyError(f"no demo plan for the goal {goal!r}")
 
 
+def replan_for(goal: str) -> str:
+    if goal.startswith(PRICES_GOAL):
+        return REPLAN_PRICES
+    raise KeyError(f"no demo revision for the goal {goal!r}")
+
+
 def answer(messages: list[dict[str, str]], *, planning: bool) -> str:
-    """The demo answer to a chat request (planning, or one step of a plan)."""
+    """The demo answer to a chat request (planning, replanning, or one step of a plan)."""
     user = messages[-1]["content"]
+    if messages[0]["content"].startswith("You repair a plan"):
+        return replan_for(user.split("\n")[0].removeprefix("Goal:").strip())
     if planning:
         offered = "Python functions" in messages[0]["content"]
         return plan_for(user.split("\n")[0].strip(), with_functions=offered)
@@ -240,8 +288,10 @@ def answer(messages: list[dict[str, str]], *, planning: bool) -> str:
     )
 
 
-if __name__ == "__main__":  # check that both plans parse
+if __name__ == "__main__":  # check that the plans and the revision parse
     from orchestra_nb import TaskGraph
+    from orchestra_nb._parse import read_plan
 
     for plan in (QUICKSTART_PLAN, MARKET_PLAN, MARKET_PLAN_LLM_ONLY):
         print(json.dumps(TaskGraph.from_plan(plan).to_plan())[:100])
+    print([entry.raw_id for entry in read_plan(REPLAN_PRICES).entries])

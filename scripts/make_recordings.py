@@ -13,6 +13,7 @@
 
     python scripts/make_recordings.py              # all of it
     python scripts/make_recordings.py --outputs    # only step 3
+    python scripts/make_recordings.py --only 06_human_in_the_loop.ipynb   # one notebook
 
 To record your own model instead, run a notebook with
 ``ORCHESTRA_DEMO_LLM=record:recordings/<name>.json`` and ``OPENAI_API_KEY`` (or
@@ -32,6 +33,7 @@ NOTE = "example answers written for the demo (scripts/demo_answers.py), not a mo
 RECORDED = {  # notebook -> its recording
     "01_quickstart.ipynb": "recordings/quickstart.json",
     "02_market_research.ipynb": "recordings/market_research.json",
+    "06_human_in_the_loop.ipynb": "recordings/human_in_the_loop.json",
 }
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -94,7 +96,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outputs", action="store_true", help="only re-execute, offline")
+    parser.add_argument("--only", action="append", metavar="NOTEBOOK", help="just this one")
     args = parser.parse_args()
+    chosen = set(args.only or [])
 
     from tests.support.redis_server import RedisServer
 
@@ -114,6 +118,8 @@ def main() -> None:
                 "ORCHESTRA_MODEL": "demo-answers",
             }
             for name, recording in RECORDED.items():
+                if chosen and name not in chosen:
+                    continue
                 (NOTEBOOKS / recording).unlink(missing_ok=True)
                 execute(name, {**recording_env, "ORCHESTRA_DEMO_LLM": f"record:{recording}"})
                 mark_as_examples(NOTEBOOKS / recording)
@@ -126,7 +132,8 @@ def main() -> None:
     redis = RedisServer().start()
     try:
         for name in sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")):
-            execute(name, {**offline, "REDIS_URL": redis.url})
+            if not chosen or name in chosen:
+                execute(name, {**offline, "REDIS_URL": redis.url})
     finally:
         redis.close()
 

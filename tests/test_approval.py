@@ -200,3 +200,95 @@ async def test_the_waiting_state_survives_a_killed_kernel(tmp_path):
     await resumed
     assert resumed.ok
     assert second_log.read_text().split() == ["costly", "report"]  # nothing ran twice
+
+
+async def test_update_task_approval_gates_a_task():
+    g = plan()
+    g.update_task("c", approval=True)
+    run = onb.start(g, runner=Log(), store="memory://")
+    await until(lambda: run.awaiting_approval == ["c"], "c to wait")
+    run.approve("c")
+    assert (await run).ok
+
+
+class Described(Log):
+    """Returns what the task said to do, so an edit shows in the results."""
+
+    async def __call__(self, task, inputs):
+        await super().__call__(task, inputs)
+        if task.id == "slow":
+            await self.release.wait()
+        return task.description or task.id
+
+    def __init__(self):
+        super().__init__()
+        self.release = asyncio.Event()
+
+
+async def test_edit_then_approve_runs_the_edited_task_and_its_descendants():
+    log = Described()
+    g = TaskGraph(
+        [
+            Task("a"),
+            Task("b", "Costly", "the full survey", dependencies=("a",)),
+            Task("c", dependencies=("b",)),
+            Task("slow"),
+        ]
+    )
+    events: list[onb.Event] = []
+    run = onb.start(g, runner=log, store="memory://", approve=["b"], on_event=events.append)
+    await until(lambda: run.awaiting_approval == ["b"], "b to wait")
+    with pytest.raises(onb.PlanError, match="cannot update 'id'"):
+        run.edit_then_approve("b", id="x")
+    with pytest.raises(onb.PlanError, match="depends on unknown task 'zz'"):
+        run.edit_then_approve("b", dependencies=("zz",))
+    assert run.awaiting_approval == ["b"] and run.revisions == []  # nothing changed
+    run.edit_then_approve("b", description="a small survey")
+    with pytest.raises(RunError, match="was edited and approved"):
+        run.approve("b")
+    await asyncio.sleep(0.05)
+    assert "b" not in log.calls  # the edit waits until nothing runs ("slow" still does)
+    log.release.set()
+    await run
+    assert run.ok, run.status
+    assert run.results["b"] == "a small survey"
+    assert run.graph.tasks["b"].description == "a small survey"
+    assert log.calls.count("a") == 1 and log.calls.count("b") == 1  # a's result was kept
+    (revision,) = run.revisions
+    assert revision.source == "edit" and revision.changed == ("b",)
+    assert revision.reason == "task 'b' edited before approval (description)"
+    kinds = [e.kind for e in events if e.task_id == "b"]
+    assert kinds.count("awaiting_approval") == 1  # not asked again after the edit
+
+
+async def test_edit_then_approve_does_not_count_as_a_replan():
+    log = Described()
+    log.release.set()
+
+    async def never(request):
+        raise AssertionError("no failure here")
+
+    run = onb.start(
+        plan(), runner=log, store="memory://", approve=["b"], on_failure="replan",
+        replanner=never, max_replans=0,
+    )  # fmt: skip
+    await until(lambda: run.awaiting_approval == ["b"], "b to wait")
+    run.edit_then_approve("b", description="changed")
+    await run
+    assert run.ok and [r.source for r in run.revisions] == ["edit"]
+
+
+async def test_a_cancelled_run_keeps_its_waiting_tasks_for_a_later_decision(tmp_path):
+    url = f"sqlite:///{tmp_path}/cancel.db"
+    log = Log()
+    run = onb.start(plan(), runner=log, store=url, approve=["b"], run_id="r-stop")
+    await until(lambda: run.awaiting_approval == ["b"], "b to wait")
+    await until(lambda: run.status["s2"] == "done", "the other branch")
+    run.cancel()
+    await run
+    assert run.state == "cancelled" and run.status["b"] == "cancelled"
+    store = open_store(url)
+    await record_decision(store, "r-stop", "b", approved=True)  # the run is stopped
+    await store.close()
+    again = await onb.resume("r-stop", runner=log, store=url)
+    assert again.ok and log.calls.count("b") == 1 and log.calls.count("a") == 1

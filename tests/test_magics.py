@@ -425,3 +425,48 @@ def test_resume_of_an_unknown_run_is_a_one_line_error(ip, tmp_path):
         ip.run_line_magic("orchestra", f"resume no-such-run --store {store}")
     assert str(caught.value).startswith("no run 'no-such-run' in the store")
     assert "resumed_no_such_run" not in ip.user_ns
+
+
+def test_approve_flag_gates_tasks_and_the_session_decides(ip):
+    ip.user_ns["t_plan"] = PLAN
+    cell(ip, "%orchestrate --from t_plan --name t_gate --run --approve task_1,task_3 "
+             "--store memory://")  # fmt: skip
+    session = ip.user_ns["t_gate"]
+    assert session.run.options is not None and session.run.gates == ["task_1", "task_3"]
+    cell(ip, "import asyncio\nwhile t_gate.awaiting_approval != ['task_1']:\n"
+             "    await asyncio.sleep(0.01)")  # fmt: skip
+    session.approve("task_1")
+    cell(ip, "while t_gate.awaiting_approval != ['task_3']:\n    await asyncio.sleep(0.01)")
+    request = session.approval_request("task_3")
+    assert request.name == "Write" and set(request.inputs) == {"task_1", "task_2"}
+    assert "## Step: Write" in request.prompt and "Result for ## Step: Research" in request.prompt
+    session.reject("task_3", reason="not needed")
+    cell(ip, "await t_gate.run")
+    assert session.status["task_3"] == "skipped" and session.status["task_2"] == "done"
+
+    cell(ip, "%orchestrate --from t_plan --name t_kind --run --approve llm --max-replans 1 "
+             "--on-failure replan --store memory://")  # fmt: skip
+    kind = ip.user_ns["t_kind"]
+    assert kind.run.gates == "llm"
+    assert (kind.run.options.on_failure, kind.run.options.max_replans) == ("replan", 1)
+    cell(ip, "while len(t_kind.awaiting_approval) < 2:\n    await asyncio.sleep(0.01)")
+    assert kind.awaiting_approval == ["task_1", "task_2"]
+    kind.cancel_all()
+    cell(ip, "await t_kind.run")
+
+
+def test_approve_flag_errors_are_one_line(ip):
+    ip.user_ns["t_plan"] = PLAN
+    assert usage_error(ip, "%orchestrate --from t_plan --approve task_9") == (
+        "--approve names unknown task(s): task_9"
+    )
+    assert usage_error(ip, "%orchestrate --from t_plan --approve ,") == (
+        "--approve: approve needs 'all', a kind (llm, python, report) or task ids separated "
+        "by commas"
+    )
+    assert "invalid choice: 'retry'" in usage_error(
+        ip, "%orchestrate --from t_plan --on-failure retry"
+    )
+    assert usage_error(ip, "%orchestrate --from t_plan --max-replans -1") == (
+        "--max-replans must be at least 0, not -1"
+    )

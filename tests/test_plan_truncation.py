@@ -21,10 +21,16 @@ CORPUS = Path(__file__).parent / "data" / "llm-plans" / "taskbench-answers.jsonl
 
 
 def recorded_plans() -> list[str]:
+    """Whole plans the recordings hold (a revision's answer lists only the steps still
+    to run: it depends on finished steps that are not in it)."""
     answers = []
     for path in sorted((ROOT / "notebooks" / "recordings").glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
-        answers += [e["response"] for e in data["entries"] if e.get("schema")]
+        answers += [
+            e["response"]
+            for e in data["entries"]
+            if e.get("schema") and not e["messages"][0]["content"].startswith("You repair a plan")
+        ]
     return answers
 
 

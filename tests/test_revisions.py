@@ -218,10 +218,9 @@ async def test_replanning_with_a_real_llm_client_on_loopback():
     good = {"subtasks": [t.to_dict() for t in revised().tasks.values()]}
     cyclic = {
         "subtasks": [
-            {"id": "data", "name": "Collect data", "kind": "python", "function": "collect",
-             "dependencies": ["table"]},
             {"id": "table", "name": "Table", "kind": "python", "function": "table",
-             "dependencies": ["data"]},
+             "dependencies": ["data", "report"]},
+            {"id": "report", "name": "Report", "kind": "report", "dependencies": ["table"]},
         ]
     }  # fmt: skip
     with LLMServer() as server:
@@ -236,7 +235,7 @@ async def test_replanning_with_a_real_llm_client_on_loopback():
     assert len(asked) == 2
     first_prompt = asked[0]["messages"][-1]["content"]
     assert "the chart library is not installed" in first_prompt
-    assert '"chart"' in first_prompt and "Finished steps" in first_prompt
+    assert '"chart"' in first_prompt and "- data (Collect data): [ 3, 1, 2 ]" in first_prompt
     assert "cycle" in asked[1]["messages"][-1]["content"]  # the re-prompt names the defect
 
 
@@ -278,3 +277,258 @@ async def test_a_replan_can_be_asked_for_without_on_failure_replan():
     await run
     assert functions.calls == ["data", "chart", "table"]
     assert run.status["report"] == "done" and run.status["side"] == "skipped"
+
+
+async def until(condition, what: str) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_run_replan_asks_for_a_revision_without_on_failure_replan():
+    """The widget's Replan button: a run that skips failures can still be revised."""
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    async def runner(task, inputs):
+        calls.append(task.id)
+        if task.id == "side":
+            await release.wait()  # keeps the run going after the failure
+        if task.id == "chart":
+            raise ValueError("the chart library is not installed")
+        return task.id
+
+    g = TaskGraph([Task("data"), Task("chart", dependencies=("data",)),
+                   Task("report", dependencies=("chart",)), Task("side")])  # fmt: skip
+    fixed = TaskGraph([Task("data"), Task("table", dependencies=("data",)),
+                       Task("report", dependencies=("table",)), Task("side")])  # fmt: skip
+    requests: list[RevisionRequest] = []
+
+    async def replanner(request):
+        requests.append(request)
+        return fixed.copy()
+
+    run = onb.start(g, runner=runner, store="memory://", replanner=replanner)
+    await until(lambda: run.status["chart"] == "failed", "chart to fail")
+    with pytest.raises(RunError, match="no task 'nope'"):
+        run.replan("nope")
+    run.replan("chart")
+    with pytest.raises(RunError, match="already under way"):
+        run.replan("chart")
+    release.set()
+    await run
+    assert run.ok, run.status
+    assert calls.count("data") == 1 and "table" in calls
+    (request,) = requests
+    assert "the chart library is not installed" in request.reason
+    assert run.revisions[0].source == "replan" and run.revisions[0].outcome == "applied"
+    with pytest.raises(RunError, match=r"run '[^']+' is not running$"):
+        run.replan("chart")
+
+
+async def test_a_task_approved_before_a_revision_is_not_asked_again_unless_it_changed():
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    async def runner(task, inputs):
+        calls.append(task.id)
+        if task.id == "slow":
+            await release.wait()
+        if task.id == "bad":
+            raise ValueError("boom")
+        return task.description or task.id
+
+    g = TaskGraph([Task("slow"), Task("bad"), Task("gated", dependencies=("slow",))])
+    kept = TaskGraph([Task("slow"), Task("good"), Task("gated", dependencies=("slow",))])
+
+    async def replanner(request):
+        return kept.copy()
+
+    run = onb.start(
+        g, runner=runner, store="memory://", on_failure="replan", replanner=replanner,
+        approve=["gated"],
+    )  # fmt: skip
+    await until(lambda: run.status["bad"] == "failed", "bad to fail")
+    release.set()  # slow ends while the revision waits: gated becomes ready, held
+    await until(lambda: run.awaiting_approval == ["gated"], "gated to wait")
+    run.approve("gated")  # approved while a revision is coming
+    await until(lambda: run.proposed_revision is not None, "the proposal")
+    await run.accept_revision()
+    await run
+    assert run.ok, run.status
+    assert [e.kind for e in run.events if e.task_id == "gated"].count("awaiting_approval") == 1
+
+    changed = TaskGraph([Task("slow"), Task("good"),
+                         Task("gated", "Gated, revised", dependencies=("slow",))])  # fmt: skip
+
+    async def changer(request):
+        return changed.copy()
+
+    release.clear()
+    run = onb.start(
+        g, runner=runner, store="memory://", on_failure="replan", replanner=changer,
+        approve=["gated"],
+    )  # fmt: skip
+    await until(lambda: run.status["bad"] == "failed", "bad to fail")
+    release.set()
+    await until(lambda: run.awaiting_approval == ["gated"], "gated to wait")
+    run.approve("gated")
+    await until(lambda: run.proposed_revision is not None, "the proposal")
+    await run.accept_revision()
+    await until(lambda: run.awaiting_approval == ["gated"], "the changed task to ask again")
+    run.approve("gated")
+    await run
+    assert run.ok
+
+
+async def test_a_proposed_revision_nobody_accepts_times_out():
+    async def replanner(request):
+        return revised()
+
+    events: list[onb.Event] = []
+    run = await asyncio.wait_for(
+        onb.run(
+            plan(), functions=Functions(), store="memory://", on_failure="replan",
+            replanner=replanner, approve=["report"], approval_timeout=0.2,
+            on_event=events.append,
+        ),
+        10,
+    )  # fmt: skip
+    (revision,) = run.revisions
+    assert revision.outcome == "rejected"
+    assert revision.detail == "approval timed out after 0.2 s"
+    assert run.status["chart"] == "failed" and run.status["report"] == "skipped"
+    stages = [e.data["stage"] for e in events if e.kind == "revision"]
+    assert stages == ["requested", "proposed", "rejected"]
+
+
+async def test_a_failure_while_a_revision_awaits_a_person_is_replanned_after_it():
+    requests: list[RevisionRequest] = []
+
+    async def replanner(request):
+        requests.append(request)
+        return revised()
+
+    g = plan()
+    g.add_task(Task("extra", "Extra", kind="python", function="collect", approval=True))
+    run = onb.start(
+        g, functions=Functions(), store="memory://", on_failure="replan", replanner=replanner,
+    )  # fmt: skip
+    await until(lambda: run.proposed_revision is not None, "the first proposal")
+    first = run.proposed_revision
+    run.reject("extra", reason="not now")  # a second failure while the first is proposed
+    assert run.proposed_revision is first  # it does not replace the proposal
+    run.reject_revision("no")
+    await until(lambda: len(requests) == 2, "the second request")
+    assert "'extra'" in requests[1].reason and "not now" in requests[1].reason
+    assert requests[1].failed["chart"] == "ValueError: the chart library is not installed"
+    assert requests[1].failed["extra"] == "rejected: not now"
+    await until(lambda: run.proposed_revision is not None, "the second proposal")
+    run.reject_revision()
+    await run
+    assert [r.outcome for r in run.revisions] == ["rejected", "rejected"]
+
+
+async def test_a_failure_seen_before_resume_is_not_replanned_again(tmp_path):
+    url = f"sqlite:///{tmp_path}/seen.db"
+
+    async def stubborn(request):
+        return plan()
+
+    first = await onb.run(
+        plan(), functions=Functions(), store=url, on_failure="replan", replanner=stubborn,
+        run_id="seen-1",
+    )  # fmt: skip
+    assert [r.outcome for r in first.revisions] == ["failed"]
+    with LLMServer() as server:  # resume replans with an LLM: it must not be asked
+        llm = onb.OpenAILLM("test-model", base_url=server.url, api_key="sk-test")
+        again = await onb.resume("seen-1", functions=Functions(), llm=llm, store=url)
+        assert server.requests == []
+    assert again.status["chart"] == "failed"
+    assert len(again.revisions) == 1
+
+
+async def test_resume_after_a_revision_removed_a_task_left_waiting(tmp_path):
+    url = f"sqlite:///{tmp_path}/removed.db"
+    g = plan()
+    g.add_task(Task("later", "Later", kind="python", function="collect", approval=True))
+
+    async def drop_later(request):
+        return revised()
+
+    run = onb.start(
+        g, functions=Functions(), store=url, on_failure="replan", replanner=drop_later,
+        run_id="removed-1",
+    )  # fmt: skip
+    await until(lambda: run.proposed_revision is not None, "the proposal")
+    await asyncio.sleep(0.4)  # "later" is recorded as awaiting approval
+    await run.accept_revision()  # the revised plan has no "later"
+    await run
+    assert run.ok and "later" not in run.status
+    again = await onb.resume("removed-1", functions=Functions(), store=url, on_failure="skip")
+    assert set(again.status) == {"data", "table", "report"}
+    assert set(again.status.values()) <= {"done", "cached"}
+
+
+async def test_rollback_shows_a_finished_runs_revisions(tmp_path):
+    url = f"sqlite:///{tmp_path}/roll.db"
+
+    async def replanner(request):
+        return revised()
+
+    await onb.run(
+        plan(), functions=Functions(), store=url, on_failure="replan", replanner=replanner,
+        run_id="roll-1",
+    )  # fmt: skip
+    old = await onb.rollback("roll-1", store=url)
+    (revision,) = old.revisions
+    assert (revision.added, revision.removed, revision.changed) == (
+        ("table",), ("chart",), ("report",),
+    )  # fmt: skip
+    assert revision.outcome == "applied" and "chart library" in revision.reason
+
+
+async def test_revisions_survive_a_killed_process(tmp_path):
+    import os
+    import signal
+    import sys
+
+    from orchestra_nb.store import open_store
+    from tests.support import revision_child
+
+    url = f"sqlite:///{tmp_path}/killed.db"
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.support.revision_child", url, "rev-kill", str(first_log),
+        env=env,
+    )  # fmt: skip
+    store = open_store(url)
+    try:
+        for _ in range(1500):  # until the revision is in the header and "table" hangs
+            record = await store.load_run("rev-kill")
+            hanging = first_log.exists() and "table" in first_log.read_text().split()
+            if record and record.header.get("revisions") and hanging:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the child never recorded its revision")
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    finally:
+        await store.close()
+    assert first_log.read_text().split() == ["data", "chart", "table"]
+
+    resumed = await onb.resume(
+        "rev-kill", functions=revision_child.functions(str(second_log)), store=url,
+        on_failure="skip",
+    )  # fmt: skip
+    assert resumed.ok, resumed.errors
+    assert list(resumed.graph.tasks) == ["data", "table", "report"]
+    (revision,) = resumed.revisions
+    assert (revision.added, revision.removed) == (("table",), ("chart",))
+    assert second_log.read_text().split() == ["table"]  # data is not run again
+    assert resumed.status["data"] == "cached"
+    assert [r.added for r in (await onb.rollback("rev-kill", store=url)).revisions] == [("table",)]

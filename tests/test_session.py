@@ -110,3 +110,177 @@ async def test_retry_failed_retries_only_the_tasks_it_is_given(tmp_path):
     everything = await session.retry_failed()
     assert calls == ["x"]
     assert everything.ok
+
+
+# --- a person in the loop, through the session (what the widget's controls call) ------------
+
+
+async def until(condition, what: str) -> None:
+    import asyncio
+
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Steps(dict):
+    """Python steps that write down each execution; ``chart`` fails until fixed."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+        def collect():
+            self.calls.append("data")
+            return [3, 1, 2]
+
+        def chart(data):
+            self.calls.append("chart")
+            raise ValueError("the chart library is not installed")
+
+        def table(data):
+            self.calls.append("table")
+            return f"table of {len(data)}"
+
+        def survey(task):
+            self.calls.append(task.id)
+            return task.description
+
+        super().__init__(collect=collect, chart=chart, table=table, survey=survey)
+
+
+def research() -> TaskGraph:
+    return TaskGraph(
+        [
+            Task("data", "Collect", kind="python", function="collect"),
+            Task("chart", "Chart", kind="python", function="chart", dependencies=("data",)),
+            Task("report", "Report", kind="report", dependencies=("chart",)),
+        ],
+        goal="a report",
+    )
+
+
+def repaired() -> TaskGraph:
+    return TaskGraph(
+        [
+            Task("data", "Collect", kind="python", function="collect"),
+            Task("table", "Table", kind="python", function="table", dependencies=("data",)),
+            Task("report", "Report", kind="report", dependencies=("table",)),
+        ],
+        goal="a report",
+    )
+
+
+async def test_the_session_approves_rejects_and_edits_a_waiting_task(tmp_path):
+    steps = Steps()
+    graph = TaskGraph(
+        [
+            Task("data", "Collect", kind="python", function="collect"),
+            Task("survey", "Survey", "ask 5,000 people", kind="python", function="survey",
+                 dependencies=("data",)),
+            Task("extra", "Extra", "more", kind="python", function="survey"),
+            Task("report", "Report", kind="report", dependencies=("survey",)),
+        ]
+    )  # fmt: skip
+    session = Orchestration(
+        "h", store=f"sqlite:///{tmp_path}/h.db",
+        options={"functions": steps, "approve": ["survey", "extra"]},
+    )  # fmt: skip
+    session.set_graph(graph)
+    import pytest
+
+    with pytest.raises(onb.RunError, match="'h' has not run yet"):
+        session.approve("survey")
+    run = session.start()
+    await until(lambda: session.awaiting_approval == ["survey", "extra"], "both to wait")
+    request = session.approval_request("survey")
+    assert (request.description, request.function) == ("ask 5,000 people", "survey")
+    assert request.inputs == {"data": "[ 3, 1, 2 ]"} and request.prompt is None
+    session.reject("extra", reason="not this time")
+    session.edit_then_approve("survey", description="ask 50 people")
+    await run
+    assert run.results["survey"] == "ask 50 people"
+    assert run.status["extra"] == "skipped" and run.errors["extra"] == "rejected: not this time"
+    assert [r.source for r in session.revisions] == ["edit"]
+    await until(lambda: session.graph.tasks["survey"].description == "ask 50 people", "the plan")
+    assert session.widget.graph is session.graph  # the widget shows the edited plan
+    with pytest.raises(onb.RunError, match=r"run \S+ of 'h' has ended \(failed\)"):
+        session.approve("survey")
+
+
+async def test_the_session_replans_in_the_run_and_a_person_accepts(tmp_path):
+    steps = Steps()
+
+    async def replanner(request):
+        return repaired()
+
+    session = Orchestration(
+        "p", store=f"sqlite:///{tmp_path}/p.db",
+        options={"functions": steps, "replanner": replanner, "on_failure": "replan",
+                 "approve": ["report"]},
+    )  # fmt: skip
+    session.set_graph(research())
+    run = session.start()
+    await until(lambda: session.proposed_revision is not None, "the proposal")
+    assert session.proposed_revision.added == ("table",)
+    assert list(session.proposed_graph.tasks) == ["data", "table", "report"]
+    await session.accept_revision()
+    await until(lambda: session.awaiting_approval == ["report"], "the gated report")
+    session.approve("report")
+    await run
+    assert run.ok and steps.calls == ["data", "chart", "table"]
+    await until(lambda: "table" in session.graph, "the session's plan to follow the run")
+    assert session.report == "table of 3" or "table of 3" in str(session.report)
+
+
+async def test_the_session_replans_a_run_that_has_ended(tmp_path):
+    steps = Steps()
+    requests = []
+
+    async def replanner(request):
+        requests.append(request)
+        return repaired()
+
+    session = Orchestration(
+        "e", store=f"sqlite:///{tmp_path}/e.db",
+        options={"functions": steps, "replanner": replanner},
+    )  # fmt: skip
+    session.set_graph(research())
+    first = await session.start()
+    assert first.status == {"data": "done", "chart": "failed", "report": "skipped"}
+    session.replan("chart")  # the Replan button on the failed task, after the run ended
+    continued = await session
+    assert continued is session.run and continued.id == first.id  # the same run goes on
+    assert continued.ok, continued.status
+    assert steps.calls == ["data", "chart", "table"]  # data came from the store
+    assert continued.status["data"] in ("cached", "done")
+    (request,) = requests
+    assert "the chart library is not installed" in request.reason
+    (revision,) = continued.revisions
+    assert (revision.added, revision.removed) == (("table",), ("chart",))
+    import pytest
+
+    with pytest.raises(onb.RunError, match="no task 'zz'"):
+        session.replan("zz")
+
+
+async def test_rejecting_a_proposed_revision_through_the_session(tmp_path):
+    async def replanner(request):
+        return repaired()
+
+    session = Orchestration(
+        "j", store="memory://",
+        options={"functions": Steps(), "replanner": replanner, "on_failure": "replan",
+                 "approve": ["report"]},
+    )  # fmt: skip
+    session.set_graph(research())
+    run = session.start()
+    await until(lambda: session.proposed_revision is not None, "the proposal")
+    session.reject_revision("keep the chart")
+    await run
+    assert [(r.outcome, r.detail) for r in session.revisions] == [("rejected", "keep the chart")]
+    import pytest
+
+    with pytest.raises(onb.RunError, match="has ended"):
+        session.accept_revision()

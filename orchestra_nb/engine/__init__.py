@@ -28,7 +28,7 @@ them to an ``Executor`` (local threads, or a ``DaskExecutor`` given by the user)
 """
 
 from ._api import new_run_id, run, start
-from ._gates import Admission, record_decision
+from ._gates import Admission, parse_approve, record_decision
 from ._history import history, rollback
 from ._options import MODES, RunOptions
 from ._orchestrator import Orchestrator
@@ -48,6 +48,7 @@ __all__ = [
     "RunOptions",
     "history",
     "new_run_id",
+    "parse_approve",
     "record_decision",
     "resume",
     "rollback",

@@ -119,12 +119,15 @@ def start(
     - ``approve``: tasks that wait for ``run.approve(id)`` before they start —
       ``"all"``, a kind (``"llm"``), task ids, or a predicate on the task — besides
       those whose plan says ``"approval": true``; ``run.reject(id, reason)`` skips
-      one and its descendants. ``approval_timeout``: seconds after which a task
-      nobody decided on is rejected.
+      one and its descendants, ``run.edit_then_approve(id, **fields)`` changes it
+      first. ``approval_timeout``: seconds after which a task (or a proposed
+      revision) nobody decided on is rejected.
     - ``on_failure``: ``"skip"`` (a failed task's descendants are skipped) or
       ``"replan"`` (the LLM revises the unfinished part of the plan and the run goes
-      on with it; at most ``max_replans`` times); ``replanner``: make revisions with
-      your own ``async (RevisionRequest) -> TaskGraph`` instead.
+      on with it; at most ``max_replans`` times, never twice for the same failure;
+      with approval gates on, a person accepts each revision: ``accept_revision``);
+      ``replanner``: make revisions with your own ``async (RevisionRequest) ->
+      TaskGraph`` instead. ``run.replan(id)`` asks for one whatever ``on_failure``.
     - ``growing``: the plan is still being written — add tasks with
       ``await run.extend(tasks)`` and end it with ``run.seal()``.
     - ``llm_batch``: send LLM tasks' requests through the provider's Batch API

@@ -210,13 +210,16 @@ class Driver:
         self.growth.prepared()
         self.prepared.set()
 
-    async def stored_results(self, keys: Mapping[str, str]) -> list[str]:
-        """Tasks among ``keys`` whose results the store (or the run being continued)
-        has; their results go into the run's state."""
+    async def stored_results(
+        self, keys: Mapping[str, str], *, into_state: bool = True
+    ) -> dict[str, Any]:
+        """Results the store (or the run being continued) has for tasks among ``keys``
+        (id -> value); they go into the run's state unless ``into_state`` is false."""
         wanted = {tid: k for tid, k in keys.items() if tid not in self._forced}
         found = await self.records.stored(wanted, carried=self.carried.results)
-        self.state.results.update(found)
-        return list(found)
+        if into_state:
+            self.state.results.update(found)
+        return found
 
     def refresh_added(self, ids: Iterable[str]) -> None:
         """Tasks added to a growing run started with ``refresh=True`` ignore the store too."""
@@ -413,7 +416,10 @@ class Driver:
         if self.sched is not None:
             for tid in self.sched.cancel_all():
                 self._stop(tid)
-                self.finish(tid, "cancelled", error=reason)
+                # a task awaiting approval keeps waiting in the record: a decision made
+                # while the run is stopped (orchestra-nb approve) applies on resume
+                waiting = self.state.status.get(tid) == "awaiting_approval"
+                self.finish(tid, "cancelled", error=reason, record=not waiting)
         self._resolve_finished()
 
     def _stop(self, tid: str) -> None:

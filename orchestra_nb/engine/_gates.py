@@ -13,8 +13,15 @@ status is ``awaiting_approval``. Then one of:
   decision into the run's record (``record_decision``); the running driver reads
   decisions every ``POLL_EVERY`` seconds while something awaits approval, and a
   later ``resume`` honours them;
+* ``run.edit_then_approve(id, **fields)`` changes the task first: the edited plan
+  is applied as a revision (``_revisions``: once nothing runs, keys recomputed, its
+  descendants follow the edit), and the edited task starts without asking again;
 * with ``approval_timeout``, a task nobody decided on in time is rejected
-  ("approval timed out after N s").
+  ("approval timed out after N s"): it and its descendants are
+  skipped, or a revision is asked for with ``on_failure="replan"``.
+
+A task approved (or rejected) in this run stays so when a revision keeps it
+unchanged; a revision that changes it asks again.
 
 The waiting state is written to the run's task records as it happens, so after
 a kernel restart ``resume`` shows the same tasks awaiting approval.
@@ -115,6 +122,19 @@ def check_approve(graph: TaskGraph, approve: Approve) -> Approve:
     return ids
 
 
+def parse_approve(text: str) -> str | list[str]:
+    """``approve`` as a person types it (``--approve``): ``all``, a kind, or task ids
+    separated by commas. ``RunError`` for an empty one; ids are checked against the
+    plan when the run starts."""
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    if not words:
+        kinds = ", ".join(KINDS)
+        raise RunError(f"approve needs 'all', a kind ({kinds}) or task ids separated by commas")
+    if len(words) == 1 and (words[0] == "all" or words[0] in KINDS):
+        return words[0]
+    return words
+
+
 def approve_record(approve: Approve) -> str | list[str] | None:
     """``approve`` as the run header keeps it (a predicate cannot be kept: resume then
     relies on the plan fields and the recorded waiting states)."""
@@ -154,6 +174,8 @@ async def record_decision(
     if record is None:
         raise RunError(f"no run {run_id!r} in the store {store.url}")
     entry = record.tasks.get(task_id)
+    if entry is None and task_id not in (record.header.get("keys") or {}):
+        raise RunError(f"run {run_id!r} has no task {task_id!r}")
     if entry is None or entry.get("status") != "awaiting_approval":
         waiting = sorted(still_awaiting(record.tasks))
         now = f"; awaiting approval: {', '.join(waiting)}" if waiting else ""
@@ -178,7 +200,10 @@ class Approvals:
         self.driver = driver
         self.timeout = timeout
         self.waiting: set[str] = set()
-        self.ahead: set[str] = set()  # approved before the run had prepared
+        # approved in this run (also ahead of time), as the task was when approved: a
+        # revision that keeps the task as it is does not ask again
+        self.approved: dict[str, Task] = {}
+        self.rejected: dict[str, Task] = {}  # likewise: a revision keeping one keeps its "no"
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._watcher: asyncio.Task[None] | None = None
 
@@ -187,8 +212,9 @@ class Approvals:
         pick, those a stopped run left waiting, less those approved since (or ahead)."""
         decided = carried_decisions(records)
         gated = gated_ids(graph, self.driver.approve) | still_awaiting(records)
+        gated &= graph.tasks.keys()  # a revision may have removed a task left waiting
         gated -= {tid for tid, (approved, _) in decided.items() if approved}
-        return gated - self.ahead
+        return {tid for tid in gated if self.approved.get(tid) != graph.tasks[tid]}
 
     def announce(self, reason: str | None = None) -> None:
         """Tasks the scheduler just held now await approval: say so and write it down.
@@ -196,6 +222,8 @@ class Approvals:
         driver = self.driver
         assert driver.sched is not None
         for tid in driver.sched.take_held():
+            if driver.sched.state(tid) != "held":
+                continue  # cancelled since it was held (a revision kept a rejection)
             self.waiting.add(tid)
             data = {"reason": reason} if reason else None
             driver.state.set_status(tid, "awaiting_approval", data=data)
@@ -213,10 +241,12 @@ class Approvals:
         status = driver.state.status.get(tid)
         if status is None:
             raise RunError(f"no task {tid!r} in run {driver.state.run_id!r}")
+        self._check_not_edited(tid, status)
         if sched is None:  # the run is still preparing: approved ahead
-            self.ahead.add(tid)
+            self.approved[tid] = driver.graph.tasks[tid]
             return
         if status == "awaiting_approval":
+            self.approved[tid] = driver.graph.tasks[tid]
             self._forget(tid)
             sched.release(tid)
             driver.state.set_status(tid, "approved")
@@ -224,18 +254,65 @@ class Approvals:
             driver.records.task_changed(tid, {**entry, "decision": "approved"})
             driver.dispatch()
         elif status == "pending" and sched.is_gated(tid):
+            self.approved[tid] = driver.graph.tasks[tid]
             sched.release(tid)  # approved ahead: it will not stop when ready
         else:
             raise RunError(f"task {tid!r} is not awaiting approval ({status})")
+
+    def edit_then_approve(self, tid: str, fields: Mapping[str, Any]) -> None:
+        """Change a task awaiting approval (or a gated one not yet ready), then let it run.
+
+        The running plan is replaced by the edited one as a revision — applied once no
+        task runs, like any revision, so the task's key and its descendants' follow the
+        edit — and the edited task starts without asking again. ``PlanError`` for a
+        field that cannot change or an edit that breaks the plan; nothing changes then.
+        """
+        driver = self.driver
+        status = driver.state.status.get(tid)
+        if status is None:
+            raise RunError(f"no task {tid!r} in run {driver.state.run_id!r}")
+        self._check_not_edited(tid, status)
+        gated = driver.sched is None or driver.sched.is_gated(tid)
+        if status != "awaiting_approval" and not (status == "pending" and gated):
+            raise RunError(f"task {tid!r} is not awaiting approval ({status})")
+        edited = driver.graph.copy()
+        edited.update_task(tid, **fields)  # PlanError: unknown field, cycle, unknown dependency
+        if edited.tasks[tid] == driver.graph.tasks[tid]:
+            self.approve(tid)  # the edit changes nothing
+            return
+        before = self.approved.get(tid)
+        self.approved[tid] = edited.tasks[tid]
+        changes = ", ".join(sorted(fields))
+        try:
+            driver.replanning.revise(
+                edited, f"task {tid!r} edited before approval ({changes})", source="edit"
+            )
+        except BaseException:
+            if before is None:
+                self.approved.pop(tid, None)
+            else:
+                self.approved[tid] = before
+            raise
+        self._forget(tid)  # decided: no timeout, no decision from elsewhere applies now
+
+    def _check_not_edited(self, tid: str, status: str) -> None:
+        """A task edited and approved waits, still held, for its edit to be applied."""
+        if status == "awaiting_approval" and tid not in self.waiting and self.driver.sched:
+            raise RunError(
+                f"task {tid!r} was edited and approved: it starts once the edit is applied"
+            )
 
     def reject(self, tid: str, reason: str | None = None) -> None:
         """Skip a task awaiting approval (or a gated one not yet ready) and its descendants."""
         driver = self.driver
         status = driver.state.status.get(tid)
+        if status is not None:
+            self._check_not_edited(tid, status)
         gated = driver.sched is not None and status is not None and driver.sched.is_gated(tid)
         if status != "awaiting_approval" and not (status == "pending" and gated):
             raise RunError(f"task {tid!r} is not awaiting approval ({status})")
         self._forget(tid)
+        self.rejected[tid] = driver.graph.tasks[tid]
         self._skip(tid, f"rejected: {reason}" if reason else "rejected")
 
     def apply_recorded(self, records: Mapping[str, Mapping[str, Any]]) -> None:
@@ -260,6 +337,12 @@ class Approvals:
         self._timers.pop(tid, None)
         if tid in self.waiting:
             self.reject(tid, f"approval timed out after {self.timeout:g} s")
+
+    def reset(self) -> None:
+        """Forget who waits (a revision is being applied: its scheduler holds them again,
+        and ``announce`` starts their clocks afresh)."""
+        for tid in list(self.waiting):
+            self._forget(tid)
 
     def _forget(self, tid: str) -> None:
         self.waiting.discard(tid)

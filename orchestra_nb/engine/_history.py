@@ -17,6 +17,7 @@ from .._plan import TaskGraph
 from .._text import printable
 from ._options import RunOptions
 from ._records import load_record
+from ._revisions import revisions_from_header
 from ._run import Run
 from ._state import RunState
 
@@ -96,4 +97,7 @@ async def rollback(
     llm_source = (
         {str(k): printable(str(v)) for k, v in source.items()} if isinstance(source, dict) else None
     )
-    return Run(graph, live, options=options, store_spec=store, llm_source=llm_source)
+    revisions = revisions_from_header(header.get("revisions"))
+    return Run(
+        graph, live, options=options, store_spec=store, llm_source=llm_source, revisions=revisions
+    )

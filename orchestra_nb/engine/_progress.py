@@ -56,6 +56,7 @@ class ProgressBar:
         self.file = file if file is not None else sys.stderr
         self.tokens_label = tokens_label
         self.bar: Any = None
+        self.paused = False  # a question is on the terminal: do not draw over it
         self._loop = asyncio.get_running_loop()
         self._handle: asyncio.TimerHandle | None = None
         self._tick()
@@ -67,6 +68,8 @@ class ProgressBar:
 
     def _update(self) -> None:
         run = self.run
+        if self.paused:
+            return
         if self.bar is None:
             events = run.events
             if not events or events[0].kind != "run_started":
@@ -94,11 +97,29 @@ class ProgressBar:
         self.bar.set_postfix_str(" ".join(parts), refresh=False)
         self.bar.refresh()
 
+    def write(self, text: str) -> None:
+        """Print a line above the bar (which is drawn again below it)."""
+        if self.bar is not None and not self.paused:
+            self.bar.write(text, file=self.file)
+        else:
+            print(text, file=self.file, flush=True)
+
+    def pause(self) -> None:
+        """Take the bar off the terminal until ``resume`` (a question is being asked)."""
+        self.paused = True
+        if self.bar is not None:
+            self.bar.clear()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._update()
+
     def _close(self, run: Run) -> None:
         self.close()
 
     def close(self) -> None:
         """Draw the last counts and stop following the run (safe to call twice)."""
+        self.paused = False
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None

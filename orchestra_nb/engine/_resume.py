@@ -18,7 +18,7 @@ from .._plan import TaskGraph
 from ._api import Runner, _begin
 from ._options import RunOptions
 from ._records import load_record
-from ._revisions import Revision
+from ._revisions import revisions_from_header
 from ._run import Run
 from ._selection import Carried
 
@@ -143,6 +143,7 @@ async def start_resume(
             run_id=previous.id,
             carried=carried,
             approve=previous.gates,
+            replanner=previous.replanner,
             progress=progress,
             on_event=on_event,
             signing_key=signing_key,
@@ -168,7 +169,7 @@ async def start_resume(
         carried=Carried(
             tasks=record.tasks,
             created=header.get("created"),
-            revisions=tuple(Revision.from_record(r) for r in header.get("revisions") or ()),
+            revisions=tuple(revisions_from_header(header.get("revisions"))),
         ),
         approve=header.get("approve"),
         progress=progress,

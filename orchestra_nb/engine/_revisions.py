@@ -16,13 +16,25 @@ removed tasks leave the run, added and changed ones are pending, and a new
 scheduler continues from there. Every revision is kept (``run.revisions``), in
 the run's header too, so it survives ``resume`` and appears in reports.
 
-Bounded: at most ``max_replans`` per run, and the same failure (same task
-definition, same error) is never replanned twice, so a run cannot loop.
+With approval gates on (``approve=``, or a task of either plan says
+``approval``) a revision is *proposed*: nothing starts until a person calls
+``accept_revision`` or ``reject_revision`` (``approval_timeout`` rejects it for
+them). A failure that comes while a revision is under way is replanned after it,
+if it still stands then. ``revise(graph)`` applies a plan a person edited
+(``run.edit_then_approve``) the same way, without asking a replanner; such
+revisions say ``source="edit"`` and do not count towards ``max_replans``.
+
+Bounded: at most ``max_replans`` applied replans per run, and the same failure
+(same task definition, same error) is never replanned twice — not after
+``resume`` either (each revision keeps a digest of the failure that asked for
+it) — so a run cannot loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -69,6 +81,8 @@ class Revision:
     at: float = field(default_factory=time.time)
     outcome: str = "applied"  # applied | rejected (by a person) | failed (no usable plan)
     detail: str = ""  # why it was rejected or failed
+    source: str = "replan"  # replan (a replanner's) | edit (a person edited the plan)
+    failure: str = ""  # which failure asked for it (a digest), so resume does not loop
 
     def to_record(self) -> dict[str, Any]:
         return {**asdict(self), "added": list(self.added), "removed": list(self.removed),
@@ -76,6 +90,7 @@ class Revision:
 
     @classmethod
     def from_record(cls, data: Mapping[str, Any]) -> Revision:
+        """A revision as a run header keeps it (read from a store: every field coerced)."""
         return cls(
             number=int(data.get("number") or 0),
             reason=str(data.get("reason") or ""),
@@ -85,7 +100,20 @@ class Revision:
             at=float(data.get("at") or 0.0),
             outcome=str(data.get("outcome") or "applied"),
             detail=str(data.get("detail") or ""),
+            source=str(data.get("source") or "replan"),
+            failure=str(data.get("failure") or ""),
         )
+
+
+def revisions_from_header(entries: Any) -> list[Revision]:
+    """The revisions a run header lists; entries that are not revisions are left out (a
+    shared store is untrusted)."""
+    out = []
+    for entry in entries if isinstance(entries, list) else ():
+        if isinstance(entry, Mapping):
+            with contextlib.suppress(TypeError, ValueError):
+                out.append(Revision.from_record(entry))
+    return out
 
 
 def diff(old: TaskGraph, new: TaskGraph) -> tuple[tuple[str, ...], ...]:
@@ -98,8 +126,18 @@ def diff(old: TaskGraph, new: TaskGraph) -> tuple[tuple[str, ...], ...]:
     return added, removed, changed
 
 
+def failure_digest(definition: str, reason: str) -> str:
+    """What identifies a failure for "never replan the same failure twice": the failed
+    task's definition (not its id: a renamed copy fails the same way) and the error."""
+    return hashlib.sha256(f"{definition}\n{reason}".encode()).hexdigest()[:16]
+
+
 class Replanning:
-    """The revisions of one run (see the module docstring); belongs to a ``Driver``."""
+    """The revisions of one run (see the module docstring); belongs to a ``Driver``.
+
+    ``replanner`` makes revisions on request (``run.replan``); ``automatic`` (the
+    run's ``on_failure="replan"``) also asks it after every final failure.
+    """
 
     def __init__(
         self,
@@ -112,14 +150,18 @@ class Replanning:
     ) -> None:
         self.driver = driver
         self.replanner = replanner
-        self.automatic = automatic  # on_failure="replan": a final failure asks for a revision
+        self.automatic = automatic and replanner is not None
         self.max_replans = max_replans
         self.revisions: list[Revision] = past
-        self.pending: tuple[str, str] | None = None  # (task id, reason) waiting to replan
+        # (task id, reason, failure digest) waiting to be replanned once nothing runs
+        self.pending: tuple[str, str, str] | None = None
         self.proposed: tuple[TaskGraph, Revision] | None = None  # awaiting a person
-        self._seen: set[tuple[str, str]] = set()  # failures already replanned
+        self.later: dict[str, tuple[str, str]] = {}  # failures while a revision was under way
+        self._given: tuple[TaskGraph, str] | None = None  # an edited plan to apply as it is
+        self._seen: set[str] = {r.failure for r in past if r.failure}  # failures replanned
         self._revising = False
         self._task: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
 
     @property
     def busy(self) -> bool:
@@ -129,80 +171,156 @@ class Replanning:
     def _running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    def replans_applied(self) -> int:
+        """Revisions a replanner made that the run went on with (``max_replans`` counts
+        these; a person's edits do not count)."""
+        return sum(r.outcome == "applied" and r.source == "replan" for r in self.revisions)
+
     def wants(self, tid: str, reason: str) -> bool:
-        """Whether this failure should be replanned (and if so, note it)."""
-        if not self.automatic or self.replanner is None or self.pending is not None:
-            return False
-        applied = sum(r.outcome == "applied" for r in self.revisions)
-        if applied >= self.max_replans:
+        """Whether this final failure (or rejection) will be replanned; if so, note it.
+
+        Never the same failure twice (same task definition, same error), and at most
+        ``max_replans`` applied revisions. A failure while another revision is under
+        way is replanned after it, if it still stands then."""
+        if not self.automatic or self.replans_applied() >= self.max_replans:
             return False
         task = self.driver.graph.tasks.get(tid)
-        signature = (task.definition_json() if task else tid, reason)
-        if signature in self._seen:
+        digest = failure_digest(task.definition_json() if task else tid, reason)
+        if digest in self._seen:
             return False  # the revised plan failed the same way: do not loop
-        self._seen.add(signature)
-        self.pending = (tid, reason)
+        if self.busy:
+            self.later[tid] = (reason, digest)
+            return True
+        self._seen.add(digest)
+        self.pending = (tid, reason, digest)
         return True
 
     def request(self, tid: str, reason: str) -> None:
         """Ask for a revision now (``run.replan``), whatever ``on_failure`` says."""
         if self.replanner is None:
             raise RunError("this run has no replanner: give it an llm= (or a replanner=)")
+        if tid not in self.driver.graph.tasks:
+            raise RunError(f"no task {tid!r} in run {self.driver.state.run_id!r}")
         if self.busy:
             raise RunError("a revision of this run is already under way")
-        self.pending = (tid, reason)
+        self.pending = (tid, reason, "")
+        self.driver.dispatch()
+
+    def revise(self, graph: TaskGraph, reason: str, *, source: str = "edit") -> None:
+        """Continue the run with ``graph`` as it is (a person's edit), once nothing runs.
+
+        Checked now (``PlanError``/``RunError`` when a task of it cannot run); applied
+        like any revision: unchanged results kept by key, the rest pending."""
+        if self.busy:
+            raise RunError("a revision of this run is already under way; decide on it first")
+        self.driver.actions.check(graph)
+        self._given = (graph, source)
+        self.pending = ("", reason, "")
         self.driver.dispatch()
 
     def maybe_start(self) -> None:
         """Called by dispatch: once nothing runs, make the revision."""
         if self.pending is None or self._running() or self.driver.running_count():
             return
-        tid, reason = self.pending
+        tid, reason, digest = self.pending
         self._revising = True
-        self._task = asyncio.get_running_loop().create_task(self._revise(tid, reason))
+        loop = asyncio.get_running_loop()
+        if self._given is not None:
+            (graph, source), self._given = self._given, None
+            self._task = loop.create_task(self._revise_given(graph, reason, source))
+        else:
+            self._task = loop.create_task(self._revise(tid, reason, digest))
 
-    async def _revise(self, tid: str, reason: str) -> None:
-        driver = self.driver
-        state = driver.state
-        number = len(self.revisions) + 1
-        request = RevisionRequest(
-            goal=driver.graph.goal,
-            graph=driver.graph.copy(),
+    def _request(self, tid: str, reason: str) -> RevisionRequest:
+        """What the replanner is told now; failures noted meanwhile are part of it."""
+        state = self.driver.state
+        failed = {t: e for t, e in state.errors.items() if state.status.get(t) == "failed"}
+        for other, (why, digest) in self.later.items():
+            if other in state.status:
+                failed.setdefault(other, why)
+                self._seen.add(digest)
+        self.later.clear()
+        failed.setdefault(tid, reason)
+        return RevisionRequest(
+            goal=self.driver.graph.goal,
+            graph=self.driver.graph.copy(),
             finished={
                 t: shorten(result_text(v), SUMMARY_CHARS)
                 for t, v in state.results.items()
                 if state.status.get(t) in ("done", "cached")
             },
-            failed={t: e for t, e in state.errors.items() if state.status.get(t) == "failed"},
+            failed=failed,
             reason=f"task {tid!r}: {reason}",
-            number=number,
+            number=len(self.revisions) + 1,
         )
-        state.emit("revision", tid, data={"stage": "requested", "number": number})
+
+    async def _revise(self, tid: str, reason: str, digest: str) -> None:
+        driver = self.driver
+        state = driver.state
+        request = self._request(tid, reason)
+        number = request.number
+        state.emit("revision", tid, data={"stage": "requested", "number": number,
+                                          "reason": request.reason})  # fmt: skip
         assert self.replanner is not None
+
+        def failed(detail: str) -> Revision:
+            return Revision(number, request.reason, (), (), (), outcome="failed",
+                            detail=detail, failure=digest)  # fmt: skip
+
         try:
             revised = await self.replanner(request)
             driver.actions.check(revised)
         except (OrchestraError, ValueError) as exc:
-            self._settle(Revision(number, request.reason, (), (), (), outcome="failed",
-                                  detail=one_line(exc)))  # fmt: skip
+            self._settle(failed(one_line(exc)))
             return
         except Exception as exc:  # a replanner's bug must not kill the run
             log.exception("the replanner of run %s failed", state.run_id)
-            self._settle(Revision(number, request.reason, (), (), (), outcome="failed",
-                                  detail=one_line(exc)))  # fmt: skip
+            self._settle(failed(one_line(exc)))
             return
         added, removed, changed = diff(driver.graph, revised)
-        revision = Revision(number, request.reason, added, removed, changed)
+        revision = Revision(number, request.reason, added, removed, changed, failure=digest)
         if not (added or removed or changed):
             self._settle(replace_outcome(revision, "failed", "the revised plan is unchanged"))
             return
-        if driver.approve is not None or any(t.approval for t in revised.tasks.values()):
-            self.proposed = (revised, revision)  # a person accepts or rejects it
-            self.pending = None
-            self._revising = False
-            state.emit("revision", tid, data={"stage": "proposed", **_diff_data(revision)})
+        if self._person_decides(revised):
+            self._propose(revised, revision, tid)
             return
         await self._apply(revised, revision)
+
+    async def _revise_given(self, graph: TaskGraph, reason: str, source: str) -> None:
+        number = len(self.revisions) + 1
+        self.driver.state.emit(
+            "revision", data={"stage": "requested", "number": number, "reason": reason}
+        )
+        added, removed, changed = diff(self.driver.graph, graph)
+        await self._apply(graph, Revision(number, reason, added, removed, changed, source=source))
+
+    def _person_decides(self, revised: TaskGraph) -> bool:
+        """Whether the run has approval gates (``approve=``, or a task of the plan or of
+        the revision says ``approval``): then a person accepts each revision."""
+        tasks = [*self.driver.graph.tasks.values(), *revised.tasks.values()]
+        return self.driver.approve is not None or any(t.approval for t in tasks)
+
+    def _propose(self, revised: TaskGraph, revision: Revision, tid: str) -> None:
+        """A person accepts or rejects it (``approval_timeout`` rejects it for them)."""
+        self.proposed = (revised, revision)
+        self.pending = None
+        self._revising = False
+        timeout = self.driver.options.approval_timeout
+        if timeout is not None:
+            self._expiry = asyncio.get_running_loop().call_later(timeout, self._expired, revision)
+        self.driver.state.emit("revision", tid, data={"stage": "proposed", **_diff_data(revision)})
+
+    def _expired(self, revision: Revision) -> None:
+        self._expiry = None
+        if self.proposed is not None and self.proposed[1] is revision:
+            timeout = self.driver.options.approval_timeout
+            self.reject(f"approval timed out after {timeout:g} s")
+
+    def _stop_clock(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
     async def accept(self) -> None:
         """Apply the proposed revision."""
@@ -210,6 +328,8 @@ class Replanning:
             raise RunError("no revision of this run is awaiting a decision")
         revised, revision = self.proposed
         self.proposed = None
+        self._stop_clock()
+        self._revising = True  # nothing starts until it is applied
         await self._apply(revised, revision)
 
     def reject(self, reason: str | None = None) -> None:
@@ -218,6 +338,7 @@ class Replanning:
             raise RunError("no revision of this run is awaiting a decision")
         _revised, revision = self.proposed
         self.proposed = None
+        self._stop_clock()
         self._settle(replace_outcome(revision, "rejected", reason or "rejected"))
 
     async def _apply(self, revised: TaskGraph, revision: Revision) -> None:
@@ -236,6 +357,9 @@ class Replanning:
         state, actions, old = driver.state, driver.actions, driver.graph
         keys = actions.cache_keys(revised)
         by_key = {state.keys[t]: v for t, v in state.results.items() if t in state.keys}
+        found = await driver.stored_results(
+            {t: k for t, k in keys.items() if k not in by_key}, into_state=False
+        )  # before anything changes: a store error leaves the run as it was
         for tid in [t for t in state.status if t not in revised.tasks]:
             state.remove_task(tid)
         for tid in revised.tasks:
@@ -245,16 +369,26 @@ class Replanning:
         for tid, key in keys.items():  # a result whose key is unchanged is kept
             if key in by_key:
                 state.results[tid] = by_key[key]
+            elif tid in found:
+                state.results[tid] = found[tid]
             else:
                 state.results.pop(tid, None)
-        kept = [tid for tid in revised.tasks if tid in state.results]
-        completed = kept + await driver.stored_results(
-            {t: k for t, k in keys.items() if t not in state.results}
-        )
+        completed = [tid for tid in revised.tasks if tid in state.results]
         driver.use_graph(revised, forget_forced=set(old.tasks))
-        driver.sched = driver.build_scheduler(revised, completed)
+        driver.approvals.reset()
+        sched = driver.sched = driver.build_scheduler(revised, completed)
         done_before = {t for t in completed if state.status.get(t) in ("done", "cached")}
+        still_rejected = set()  # a person said no to this very task: it stays skipped
+        for tid, task in driver.approvals.rejected.items():
+            if revised.tasks.get(tid) == task and state.status.get(tid) == "skipped":
+                still_rejected.add(tid)
+                for other in sched.cancel(tid):
+                    still_rejected.add(other)
+                    if state.status[other] != "skipped":
+                        driver.finish(other, "skipped", error=f"{tid!r} was rejected")
         for tid in revised.tasks:
+            if tid in still_rejected:
+                continue
             if tid in completed and tid not in done_before:
                 driver.finish(tid, "cached", record=False)
             elif tid not in completed and state.status[tid] != "pending":
@@ -269,9 +403,25 @@ class Replanning:
         driver = self.driver
         driver.state.emit("revision", data={"stage": revision.outcome, **_diff_data(revision)})
         driver.save_header_soon()
+        self._next_failure()
         driver.dispatch()
 
+    def _next_failure(self) -> None:
+        """A failure that came while the last revision was under way, if it still stands."""
+        status = self.driver.state.status
+        while self.later and self.pending is None:
+            tid = next(iter(self.later))
+            reason, digest = self.later.pop(tid)
+            standing = status.get(tid) in ("failed", "skipped")
+            if standing and digest not in self._seen:
+                if self.replans_applied() >= self.max_replans:
+                    self.later.clear()
+                    return
+                self._seen.add(digest)
+                self.pending = (tid, reason, digest)
+
     def close(self) -> None:
+        self._stop_clock()
         if self._running():
             assert self._task is not None
             self._task.cancel()
@@ -284,6 +434,7 @@ def replace_outcome(revision: Revision, outcome: str, detail: str) -> Revision:
 def _diff_data(revision: Revision) -> dict[str, Any]:
     return {
         "number": revision.number,
+        "source": revision.source,
         "reason": revision.reason,
         "added": list(revision.added),
         "removed": list(revision.removed),

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ..store import ResultStore
     from ._driver import Driver
     from ._options import RunOptions
-    from ._revisions import Revision
+    from ._revisions import Replanner, Revision
     from ._state import Progress, RunState
 
 log = logging.getLogger("orchestra_nb")
@@ -53,8 +53,10 @@ class Run:
         store: ResultStore | None = None,
         store_spec: ResultStore | str | None = None,
         llm_source: dict[str, str] | None = None,
+        revisions: Iterable[Revision] = (),
     ) -> None:
         self.id = live.run_id
+        self._revisions = list(revisions)  # for a run loaded from its record
         self._graph = graph
         self.options = options
         self.store = store if driver is None else driver.records.store
@@ -273,10 +275,28 @@ class Run:
         """Skip a task awaiting approval, and its descendants; ``reason`` is recorded."""
         self._live_driver("reject").approvals.reject(task_id, reason)
 
+    def edit_then_approve(self, task_id: str, **fields: Any) -> None:
+        """Change a task awaiting approval (``description="..."``, ``params={...}``, any
+        field ``TaskGraph.update_task`` takes), then let it run.
+
+        The edit reaches the running plan as a revision (``source="edit"``), applied
+        once no task is running; the task's descendants follow the edit. A bad field
+        or an edit that breaks the plan raises ``PlanError`` and changes nothing."""
+        self._live_driver("approve").approvals.edit_then_approve(task_id, fields)
+
+    def revise(self, graph: TaskGraph, reason: str = "the plan was edited") -> None:
+        """Continue this run with ``graph``, an edited copy of ``run.graph``: results
+        whose cache key is unchanged are kept, removed tasks leave, the rest runs. It
+        is applied once no task is running, and recorded in ``revisions``."""
+        self._live_driver("revise").replanning.revise(graph.copy(), reason, source="edit")
+
     @property
     def revisions(self) -> list[Revision]:
-        """Every change of this run's plan so far (each: reason, added, removed, changed)."""
-        return list(self._driver.replanning.revisions) if self._driver is not None else []
+        """Every change of this run's plan so far (each: reason, added, removed, changed,
+        outcome), for a run loaded from the store too."""
+        if self._driver is not None:
+            return list(self._driver.replanning.revisions)
+        return list(self._revisions)
 
     @property
     def proposed_revision(self) -> Revision | None:
@@ -291,6 +311,11 @@ class Run:
         if self._driver is None or self._driver.replanning.proposed is None:
             return None
         return self._driver.replanning.proposed[0]
+
+    @property
+    def replanner(self) -> Replanner | None:
+        """What makes this run's revisions (its LLM's, or the one given); None without."""
+        return self._driver.replanning.replanner if self._driver is not None else None
 
     def replan(self, task_id: str, reason: str | None = None) -> None:
         """Ask for a revised plan now, because of ``task_id`` (a failed task, say)."""
@@ -318,10 +343,12 @@ class Run:
 
     def _live_driver(self, verb: str) -> Driver:
         if self._driver is None or self.done:
-            raise RunError(
-                f"run {self.id!r} is not running: resume it, or use `orchestra-nb {verb}` "
-                f"to record the decision for when it is resumed"
-            )
+            if verb in ("approve", "reject"):
+                raise RunError(
+                    f"run {self.id!r} is not running: resume it, or use `orchestra-nb {verb}` "
+                    f"to record the decision for when it is resumed"
+                )
+            raise RunError(f"run {self.id!r} is not running")
         return self._driver
 
     def add_done_callback(self, callback: Callable[[Run], None]) -> None:

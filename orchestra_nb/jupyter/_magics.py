@@ -32,7 +32,7 @@ from traitlets import Enum, Float, Int, Unicode
 from traitlets.config import Configurable
 
 from .._errors import OrchestraError
-from ..engine import MODES
+from ..engine import MODES, parse_approve
 from ._nested import call_on_loop, wait
 from ._session import Orchestration
 
@@ -140,6 +140,20 @@ class Orchestra(Magics, Configurable):
         metavar="AMOUNT",
         help="most the run may spend on LLM tasks: dollars (1.50), tokens (200k tokens) or both",
     )
+    @argument(
+        "--approve",
+        metavar="WHAT",
+        help="tasks that wait for approval before they start: all, a kind (llm, python, "
+        "report) or task ids separated by commas",
+    )
+    @argument(
+        "--on-failure",
+        choices=("skip", "replan"),
+        help="when a task fails for good: skip its descendants, or replan the rest with the LLM",
+    )
+    @argument(
+        "--max-replans", type=int, help="most revisions a run makes (with --on-failure replan)"
+    )
     @line_cell_magic
     def orchestrate(self, line: str, cell: str | None = None) -> None:
         """Plan a goal with an LLM into a task graph, show it as a widget, and run it.
@@ -156,11 +170,17 @@ class Orchestra(Magics, Configurable):
         graph = self._graph_from(args.source, goal=body or None) if args.source else None
         if graph is None and not body:
             raise UsageError("the cell is empty: write the goal in it, or use --from VAR")
-        needs_llm = graph is None or any(t.kind == "llm" for t in graph.tasks.values())
+        options = self._options(args)
+        if graph is not None and isinstance(options.get("approve"), list):
+            unknown = [tid for tid in options["approve"] if tid not in graph]
+            if unknown:
+                raise UsageError(f"--approve names unknown task(s): {', '.join(unknown)}")
+        replans = options.get("on_failure") == "replan"
+        needs_llm = graph is None or replans or any(t.kind == "llm" for t in graph.tasks.values())
         llm = self._llm(args) if needs_llm else None
         store = self._store(args.store)
         orchestration = Orchestration(
-            name, goal=body or None, llm=llm, store=store, options=self._options(args)
+            name, goal=body or None, llm=llm, store=store, options=options
         )
         refresh = bool(args.no_cache)
         self.orchestrations[name] = orchestration
@@ -278,6 +298,17 @@ class Orchestra(Magics, Configurable):
                 raise UsageError(f"{source}: {exc}") from None
         if options["max_workers"] < 1:
             raise UsageError(f"--max-workers must be at least 1, not {options['max_workers']}")
+        if getattr(args, "approve", None) is not None:
+            try:
+                options["approve"] = parse_approve(args.approve)
+            except OrchestraError as exc:
+                raise UsageError(f"--approve: {exc}") from None
+        if getattr(args, "on_failure", None):
+            options["on_failure"] = args.on_failure
+        if getattr(args, "max_replans", None) is not None:
+            if args.max_replans < 0:
+                raise UsageError(f"--max-replans must be at least 0, not {args.max_replans}")
+            options["max_replans"] = args.max_replans
         return options
 
     def _executor(self, spec: str) -> Any:

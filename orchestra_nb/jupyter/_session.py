@@ -1,12 +1,17 @@
 """``Orchestration``: what ``%%orchestrate --name report`` binds as ``report``.
 
 It owns one plan (a ``TaskGraph``), its widget and its runs, and it is the
-widget's controller: Run, Cancel and Retry land here. Planned with ``--run``,
+widget's controller: Run, Cancel and Retry land here, and so do a person's
+decisions — approve, reject, edit-then-approve a task awaiting approval, Replan
+a failed task, accept or reject a proposed revision. Planned with ``--run``,
 the plan streams: tasks start as the model writes them, and the widget is handed
 the growing plan (``set_graph``) as tasks are added. Planning and runs are
 tasks on the kernel's running loop, so cells return at once; ``await report``
 waits for both, and so does ``%%orchestrate --wait`` (through the one
 nested-loop helper).
+
+When a revision of the running plan is applied, the session's plan becomes the
+run's revised plan (and the widget shows it), so the next run starts from it.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from .._text import shorten
 log = logging.getLogger("orchestra_nb")
 
 if TYPE_CHECKING:
+    from .._approval import ApprovalRequest
     from .._estimate import Estimate
+    from .._events import Event
     from .._plan import TaskGraph
-    from ..engine import Run
+    from ..engine import Revision, Run
     from ..llm import LLM
     from ._widget import DagWidget
 
@@ -32,8 +39,9 @@ if TYPE_CHECKING:
 GROWTH_EVERY = 0.25  # seconds between widget updates while a streamed plan grows
 # what %%orchestrate's options may hold that plan_and_run takes as well
 _PLAN_AND_RUN_OPTIONS = frozenset(
-    {"max_workers", "mode", "retries", "timeout", "executor", "runner", "functions", "budget"}
-)
+    {"max_workers", "mode", "retries", "timeout", "executor", "runner", "functions", "budget",
+     "approve", "approval_timeout", "on_failure", "max_replans"}
+)  # fmt: skip
 
 
 class Orchestration:
@@ -292,6 +300,17 @@ class Orchestration:
         self.runs.append(run)
         self.widget.set_stale(())
         self.widget.attach_run(run)
+        run.subscribe(lambda event: self._follow_revisions(run, event))
+
+    def _follow_revisions(self, run: Run, event: Event) -> None:
+        """An applied revision changes the plan: show the run's plan (soon, not inside the
+        run's own call: drawing it takes a moment)."""
+        if event.kind == "revision" and event.data.get("stage") == "applied":
+            asyncio.get_running_loop().call_soon(self._take_plan_of, run)
+
+    def _take_plan_of(self, run: Run) -> None:
+        if run is self.run:
+            self.set_graph(run.graph.copy())
 
     # --- the widget's controller ------------------------------------------------------------
 
@@ -310,6 +329,115 @@ class Orchestration:
     def cancel_run(self, task_id: str | None = None) -> None:
         if self.run is not None and not self.run.done:
             self.run.cancel(task_id)
+
+    # --- a person in the loop (the widget's approval and revision controls) ------------------
+
+    @property
+    def awaiting_approval(self) -> list[str]:
+        """Tasks of the current run waiting for ``approve`` or ``reject``."""
+        return self.run.awaiting_approval if self.run is not None and not self.run.done else []
+
+    def approval_request(self, task_id: str) -> ApprovalRequest:
+        """What a person should see before deciding on ``task_id``: its prompt, inputs…"""
+        from .._approval import approval_request
+
+        return approval_request(self._current_run(), task_id)
+
+    def approve(self, task_id: str) -> None:
+        """Let a task awaiting approval run."""
+        self._live_run().approve(task_id)
+
+    def reject(self, task_id: str, reason: str | None = None) -> None:
+        """Skip a task awaiting approval and its descendants (or replan, when the run
+        replans failures)."""
+        self._live_run().reject(task_id, reason)
+
+    def edit_then_approve(self, task_id: str, **fields: Any) -> None:
+        """Change a task awaiting approval (``description=``, ``name=``, ``params=``…),
+        then let it run. The edit reaches the running run as a revision, applied once
+        no task is running; the session's plan then shows it."""
+        self._live_run().edit_then_approve(task_id, **fields)
+
+    @property
+    def proposed_revision(self) -> Revision | None:
+        """A revised plan of the current run awaiting ``accept_revision``/``reject_revision``."""
+        return self.run.proposed_revision if self.run is not None else None
+
+    @property
+    def proposed_graph(self) -> TaskGraph | None:
+        """The plan the proposed revision would run (compare it with ``run.graph``)."""
+        return self.run.proposed_graph if self.run is not None else None
+
+    @property
+    def revisions(self) -> list[Revision]:
+        """The revisions of the current run's plan (each: reason, added, removed, changed)."""
+        return self.run.revisions if self.run is not None else []
+
+    def replan(self, task_id: str, reason: str | None = None) -> None:
+        """Ask the run's replanner for a revised plan because of ``task_id`` (a failed task).
+
+        While the run goes on, the revision is made in it. After it ended, the run is
+        continued (same id, in the background; ``await`` the session to wait): the
+        revision is made first — proposed for ``accept_revision`` when the run has
+        approval gates — and then the revised remainder runs; finished results come
+        from the store (or the ended run) by their keys."""
+        run = self._current_run()
+        if task_id not in run.graph:
+            raise RunError(f"no task {task_id!r} in run {run.id}")
+        if not run.done:
+            run.replan(task_id, reason)
+            return
+        if run.replanner is None:
+            raise RunError(
+                f"run {run.id} has no replanner: plan with an LLM (or pass replanner= in "
+                "the options)"
+            )
+        from ..engine import start_resume
+
+        why = reason or run.errors.get(task_id) or f"task {task_id!r} should be replanned"
+        self.widget.set_planning(f"Replanning {task_id}…")
+
+        async def continuing() -> Run:
+            try:
+                continued = await start_resume(run, progress=False)
+            except OrchestraError as exc:
+                self._error = exc
+                self.widget.show_error(str(exc))
+                raise
+            continued.replan(task_id, why)  # before it starts: nothing runs until revised
+            self._attach(continued)
+            return continued
+
+        self._planning = asyncio.get_running_loop().create_task(continuing())
+        self._planning.add_done_callback(_retrieve)
+
+    def accept_revision(self) -> asyncio.Task[None]:
+        """Run the proposed revision; returns the task applying it (await it to wait)."""
+        run = self._live_run()
+        if run.proposed_revision is None:
+            raise RunError("no revision of this run is awaiting a decision")
+        accepting = asyncio.get_running_loop().create_task(run.accept_revision())
+        accepting.add_done_callback(self._show_failure)
+        return accepting
+
+    def reject_revision(self, reason: str | None = None) -> None:
+        """Drop the proposed revision: the failure that asked for it stands."""
+        self._live_run().reject_revision(reason)
+
+    def _show_failure(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and isinstance(task.exception(), OrchestraError):
+            self.widget.show_error(str(task.exception()))
+
+    def _current_run(self) -> Run:
+        if self.run is None:
+            raise RunError(f"{self.name!r} has not run yet")
+        return self.run
+
+    def _live_run(self) -> Run:
+        run = self._current_run()
+        if run.done:
+            raise RunError(f"run {run.id} of {self.name!r} has ended ({run.state})")
+        return run
 
     def graph_edited(self, change: dict[str, Any]) -> None:
         self.widget.set_stale(self.stale_ids())

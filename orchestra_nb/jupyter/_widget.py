@@ -74,6 +74,24 @@ def start_threads() -> None:
         asyncio.get_running_loop().run_in_executor(None, int)
 
 
+def _deliver(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], done: concurrent.futures.Future
+) -> None:
+    """Hand a layout thread's outcome to the loop that asked for it (in the thread). A loop
+    closed meanwhile (a kernel shutting down, a finished test) has nobody left to tell."""
+
+    def settle() -> None:
+        if future.done():
+            return
+        if done.exception() is not None:
+            future.set_exception(done.exception())  # type: ignore[arg-type]
+        else:
+            future.set_result(done.result())
+
+    with contextlib.suppress(RuntimeError):  # the loop is closed
+        loop.call_soon_threadsafe(settle)
+
+
 class Controller(Protocol):
     """What the widget's buttons ask of whoever owns the graph."""
 
@@ -447,7 +465,9 @@ class DagWidget(anywidget.AnyWidget):
         except RuntimeError:  # plain Python: nothing to keep turning, lay out now
             self._laid_out(version, job, None)
             return
-        future = loop.run_in_executor(_pool(), job)
+        future: asyncio.Future[Any] = loop.create_future()
+        done = _pool().submit(job)
+        done.add_done_callback(lambda f: _deliver(loop, future, f))
         future.add_done_callback(lambda f: self._laid_out(version, None, f))
         self._layout_job = future
 
